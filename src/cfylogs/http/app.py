@@ -1,0 +1,342 @@
+"""The HTTP API as a bare ASGI application: parse, call the domain, render.
+
+No framework: the API is eight routes, and on the ingest hot path a router
+and request objects would cost a large share of a request's time (see
+docs/ARCHITECTURE.md). Every error leaves through `_render_error`, which
+writes the spec's body; every answer carries `Content-Length` (never chunked,
+never 204), which Cloudify 4's Logstash 1.5 needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from cfylogs import __version__
+from cfylogs.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RelayError,
+    StorageUnavailable,
+)
+from cfylogs.models import Batch, Registration
+from cfylogs.payload import decode_body, parse_events
+from cfylogs.relay import MAX_WAIT_SEC, Relay
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON = b"application/json"
+_EMPTY_BATCH = b"{}"
+_MAX_REGISTRATION_BODY = 64 * 1024
+_MAX_ID_LENGTH = 200
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    max_request_bytes: int = 16 * 1024**2
+    #: Only `POST /api/v1/logs` (the plain-HTTP port of SSL mode).
+    ingest_only: bool = False
+
+
+class Request:
+    """What a handler needs of a request; the body is read on demand, bounded."""
+
+    __slots__ = ("_receive", "headers", "method", "path", "query", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
+        self._receive = receive
+        self.headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            self.headers[name] = value  # ASGI names are lower-case
+
+    def header(self, name: bytes) -> str:
+        return self.headers.get(name, b"").decode("latin-1")
+
+    async def body(self, limit: int) -> bytes:
+        declared = self.headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def params(self) -> dict[str, str]:
+        return dict(parse_qsl(self.query.decode("latin-1"), keep_blank_values=True))
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+class Response:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self, body: bytes, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        self.body = body
+        self.status = status
+        self.headers = headers or []
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(_encode(data), status)
+
+
+def error_response(error: RelayError) -> Response:
+    body = _encode({"data": None, "error": {"code": error.error_code, "message": error.message}})
+    headers = []
+    if error.retry_after is not None:
+        headers.append((b"retry-after", str(error.retry_after).encode()))
+    return Response(body, error.status, headers)
+
+
+Handler = Callable[[Request, list[str]], Awaitable[Response]]
+
+
+class App:
+    """The ASGI application of one listener."""
+
+    def __init__(self, relay: Relay, options: HttpOptions | None = None) -> None:
+        self.relay = relay
+        self.options = options or HttpOptions()
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("POST", "logs"): self.ingest,
+            ("GET", "logs/*"): self.fetch,
+            ("DELETE", "logs/*/ack/*"): self.ack,
+            ("POST", "registration"): self.register,
+            ("GET", "registration"): self.list_registrations,
+            ("DELETE", "registration/*"): self.unregister,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self.dispatch(request)
+        except RelayError as exc:
+            response = error_response(exc)
+        except ClientGone:
+            return
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            response = error_response(StorageUnavailable("internal error; retry shortly"))
+        await _send(send, response)
+
+    async def dispatch(self, request: Request) -> Response:
+        handler, params = self.route(request.method, request.path)
+        return await handler(request, params)
+
+    def route(self, method: str, path: str) -> tuple[Handler, list[str]]:
+        parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["api", "v1"] and len(parts) > 2:
+            shape, params = _shape(parts[2:])
+            handler = self._routes.get((method, shape))
+            if handler is not None:
+                return handler, params
+            if any(s == shape for (_, s) in self._routes):
+                raise MethodNotAllowed(f"{method} is not allowed on {path}")
+        elif parts == ["health"]:
+            if method in ("GET", "HEAD"):
+                return self.health, []
+            raise MethodNotAllowed(f"{method} is not allowed on {path}")
+        raise NotFound(f"No such endpoint: {method} {path}")
+
+    # --- compat endpoints
+
+    async def ingest(self, request: Request, _: list[str]) -> Response:
+        limit = self.options.max_request_bytes
+        raw = await request.body(limit)
+        body = decode_body(raw, request.header(b"content-encoding"), limit)
+        events = parse_events(body, request.header(b"content-type"))
+        await self.relay.ingest(events)
+        return Response(b'{"accepted":%d}' % len(events))
+
+    async def fetch(self, request: Request, params: list[str]) -> Response:
+        registration_id = _registration_id(params[0])
+        query = request.params()
+        wait = _number(query, "wait", 0.0, MAX_WAIT_SEC)
+        max_entries = _integer(query, "max", 1, None)
+        batch = await self.relay.fetch(registration_id, wait, max_entries)
+        return Response(render_batch(batch))
+
+    async def ack(self, request: Request, params: list[str]) -> Response:
+        registration_id = _registration_id(params[0])
+        try:
+            batch_id = int(params[1])
+        except ValueError:
+            raise BadRequest(f"batch id {params[1]!r} is not an integer") from None
+        result = await self.relay.ack(registration_id, batch_id)
+        return json_response({"acknowledged": result.acknowledged, "events": result.events})
+
+    async def register(self, request: Request, _: list[str]) -> Response:
+        body = await request.body(_MAX_REGISTRATION_BODY)
+        name = _registration_name(body)
+        registration_id = await self.relay.register(name, client_subject(request.scope))
+        return json_response({"id": registration_id})
+
+    async def unregister(self, request: Request, params: list[str]) -> Response:
+        await self.relay.unregister(_registration_id(params[0]))
+        return Response(b"{}")
+
+    # --- beyond
+
+    async def list_registrations(self, request: Request, _: list[str]) -> Response:
+        regs = await self.relay.registrations()
+        return json_response({"registrations": [registration_json(r) for r in regs]})
+
+    async def health(self, request: Request, _: list[str]) -> Response:
+        status = await self.relay.status()
+        body = {
+            "status": "ok" if status.ok else "unavailable",
+            "version": __version__,
+            "storage": {
+                "backend": status.backend,
+                "detail": status.detail,
+                "events": status.events_stored,
+                "bytes": status.bytes_stored,
+                "disk_bytes": status.disk_bytes,
+                "free_bytes": status.free_bytes,
+            },
+            "uptime_sec": round(self.relay.clock() - self.relay.started_at, 3),
+        }
+        return json_response(body, 200 if status.ok else 503)
+
+
+def render_batch(batch: Batch | None) -> bytes:
+    """`{"id": N, "entries": [...]}` from the stored bytes, the same every time."""
+    if batch is None:
+        return _EMPTY_BATCH
+    return b'{"id":%d,"entries":[%b]}' % (batch.id, b",".join(batch.entries))
+
+
+def registration_json(reg: Registration) -> dict[str, Any]:
+    return {
+        "id": reg.id,
+        "name": reg.name,
+        "created": reg.created_at,
+        "last_seen": reg.last_seen,
+        "client_subject": reg.client_subject,
+        "backlog_events": reg.backlog_events,
+        "backlog_bytes": reg.backlog_bytes,
+        "oldest_unacked_at": reg.oldest_unacked_at,
+        "pending_batch_id": reg.pending_batch_id,
+        "pending_deliveries": reg.pending_deliveries,
+        "redeliveries": reg.redeliveries,
+        "dropped_events": reg.dropped_events,
+    }
+
+
+def client_subject(scope: Scope) -> str | None:
+    """The subject of a verified client certificate (mutual TLS), if any."""
+    subject = scope.get("extensions", {}).get("tls", {}).get("client_subject")
+    return str(subject) if subject else None
+
+
+def _shape(parts: list[str]) -> tuple[str, list[str]]:
+    """`logs/abc/ack/3` -> (`logs/*/ack/*`, [abc, 3])."""
+    fixed = {"logs", "registration", "ack"}
+    shape, params = [], []
+    for index, part in enumerate(parts):
+        if part in fixed and (index % 2 == 0):
+            shape.append(part)
+        else:
+            shape.append("*")
+            params.append(part)
+    return "/".join(shape), params
+
+
+def _registration_id(raw: str) -> str:
+    if len(raw) > _MAX_ID_LENGTH:
+        raise NotFound("No registration can be found for that id (too long)")
+    return raw
+
+
+def _registration_name(body: bytes) -> str | None:
+    if not body.strip():
+        return None
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the registration body must be a JSON object, such as {}")
+    name = data.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        raise BadRequest('"name" must be a string of at most 200 characters')
+    return name
+
+
+def _number(query: dict[str, str], key: str, low: float, high: float) -> float:
+    if key not in query:
+        return 0.0
+    try:
+        value = float(query[key])
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # also refuses nan
+        raise BadRequest(f"?{key}= must be a number of seconds from {low:g} to {high:g}")
+    return value
+
+
+def _integer(query: dict[str, str], key: str, low: int, high: int | None) -> int | None:
+    if key not in query:
+        return None
+    raw = query[key]
+    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+        bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise BadRequest(f"?{key}= must be an integer {bound}")
+    return int(raw)
+
+
+async def _send(send: Send, response: Response) -> None:
+    headers = [
+        (b"content-type", _JSON),
+        (b"content-length", str(len(response.body)).encode()),
+        *response.headers,
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """The relay's life is managed by the server runner; acknowledge lifespan events."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,145 @@
+"""Runs the listeners (uvicorn, httptools, uvloop) around one relay.
+
+uvicorn is used as a library: one `uvicorn.Server` per listener, all in one
+event loop and sharing the relay, with our own signal handling so that
+SIGTERM and SIGINT stop every listener gracefully and the process exits 0
+(uvicorn's own handler re-raises the signal after its shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from cfylogs.config import Settings
+from cfylogs.http.app import App, HttpOptions
+from cfylogs.relay import Relay, RelayOptions
+from cfylogs.storage import create_storage
+
+log = logging.getLogger("cfylogs")
+
+
+@dataclass
+class Listener:
+    name: str
+    app: App
+    sock: socket.socket
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        scheme = "https" if self.ssl_context else "http"
+        shown = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{shown}:{port}"
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # signals are handled once for all listeners, in `run`
+
+
+def relay_options(settings: Settings) -> RelayOptions:
+    return RelayOptions(
+        batch_size=settings.buffer_size,
+        max_batch_bytes=settings.buffer_max_batch_bytes,
+        leased=settings.lease_enabled,
+        lease_duration_sec=settings.lease_duration_sec,
+        lease_check_every_sec=settings.lease_check_every_sec,
+        revive_expired=settings.lease_revive_expired,
+    )
+
+
+def bind(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {address}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def build_listeners(settings: Settings, relay: Relay) -> list[Listener]:
+    options = HttpOptions(max_request_bytes=settings.server_max_request_bytes)
+    main = bind(settings.server_address, settings.server_port)
+    return [Listener("api", App(relay, options), main)]
+
+
+def _uvicorn_config(settings: Settings, listener: Listener) -> uvicorn.Config:
+    config = uvicorn.Config(
+        listener.app,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        access_log=settings.server_access_log,
+        log_config=None,
+        timeout_keep_alive=settings.server_keep_alive_sec,
+        timeout_graceful_shutdown=settings.server_shutdown_timeout_sec,
+        server_header=False,
+        date_header=True,
+    )
+    config.load()
+    config.ssl = listener.ssl_context
+    return config
+
+
+async def serve(settings: Settings) -> None:
+    """Open the store, serve until SIGTERM/SIGINT, drain, close. Raises on start-up errors."""
+    relay = Relay(create_storage(settings), relay_options(settings))
+    await relay.start()
+    try:
+        listeners = build_listeners(settings, relay)
+    except BaseException:
+        await relay.stop()
+        raise
+    servers = [_Server(_uvicorn_config(settings, lst)) for lst in listeners]
+    loop = asyncio.get_running_loop()
+
+    def stop(signum: int) -> None:
+        if any(s.should_exit for s in servers):
+            log.warning("second %s: stopping now", signal.Signals(signum).name)
+            for server in servers:
+                server.force_exit = True
+        else:
+            log.info("%s received: finishing requests in flight", signal.Signals(signum).name)
+        relay.begin_shutdown()
+        for server in servers:
+            server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        tasks = [
+            asyncio.create_task(server.serve(sockets=[lst.sock]))
+            for server, lst in zip(servers, listeners, strict=True)
+        ]
+        await _wait_started(servers, tasks)
+        for lst in listeners:
+            log.info("listening on %s (%s)", lst.url, lst.name)
+        await asyncio.gather(*tasks)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await relay.stop()
+        log.info("stopped")
+
+
+async def _wait_started(servers: list[_Server], tasks: list[asyncio.Task[None]]) -> None:
+    while not all(s.started for s in servers):
+        if any(t.done() for t in tasks):
+            return
+        await asyncio.sleep(0.01)

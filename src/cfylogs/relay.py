@@ -1,0 +1,227 @@
+"""The relay's domain: register, ingest, fetch, acknowledge, expire.
+
+It knows neither HTTP nor SQL: it takes and returns the plain data of
+`cfylogs.models`, raises the errors of `cfylogs.errors`, and leaves every
+durable change to a `Storage`. What it adds on top of storage: long-poll
+wake-ups, lease expiry and revival, and the counters that metrics show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from cfylogs.errors import RegistrationExpired, RegistrationNotFound
+from cfylogs.models import AckResult, Batch, Registration, StoreStatus
+from cfylogs.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_SEC = 60.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    batch_size: int = 1000
+    max_batch_bytes: int = 8 * 1024**2
+    leased: bool = False
+    lease_duration_sec: float = 1800.0
+    lease_check_every_sec: float = 300.0
+    revive_expired: bool = True
+
+
+@dataclass
+class RelayCounters:
+    """Monotonic counters since start, read by metrics and /health."""
+
+    events_received: int = 0
+    events_stored: int = 0
+    events_discarded: int = 0
+    events_delivered: int = 0
+    events_redelivered: int = 0
+    events_acknowledged: int = 0
+    batches_delivered: int = 0
+    batches_redelivered: int = 0
+    batches_acknowledged: int = 0
+    registrations_created: int = 0
+    registrations_removed: int = 0
+    registrations_expired: int = 0
+    registrations_revived: int = 0
+
+
+class _Wakeup:
+    """A broadcast to long-polls: every notify wakes every waiter once."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self.generation += 1
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait_past(self, generation: int, timeout: float) -> None:
+        if self.generation != generation:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+class Relay:
+    def __init__(
+        self,
+        storage: Storage,
+        options: RelayOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.options = options or RelayOptions()
+        self.clock = clock
+        self.counters = RelayCounters()
+        self.started_at = clock()
+        self._wakeup = _Wakeup()
+        self._closing = False
+        self._reaper: asyncio.Task[None] | None = None
+
+    # --- life cycle
+
+    async def start(self) -> None:
+        self.started_at = self.clock()
+        await self.storage.open()
+        self.storage.on_new_events(self._wakeup.notify)
+        if self.options.leased:
+            self._reaper = asyncio.create_task(self._reap_leases(), name="cfylogs-leases")
+
+    def begin_shutdown(self) -> None:
+        """Answer long-polls now, so that a graceful stop does not wait for them."""
+        self._closing = True
+        self._wakeup.notify()
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await self.storage.close()
+
+    # --- operations
+
+    async def register(self, name: str | None = None, client_subject: str | None = None) -> str:
+        registration_id = str(uuid.uuid4())
+        await self.storage.register(registration_id, name, client_subject, self.clock())
+        self.counters.registrations_created += 1
+        log.info("registration %s created%s", registration_id, f" (name {name!r})" if name else "")
+        return registration_id
+
+    async def unregister(self, registration_id: str) -> None:
+        await self.storage.unregister(registration_id)
+        self.counters.registrations_removed += 1
+        log.info("registration %s removed", registration_id)
+
+    async def ingest(self, events: Sequence[bytes]) -> int:
+        """Store the events durably; return how many were stored (0: nobody registered)."""
+        self.counters.events_received += len(events)
+        outcome = await self.storage.append(events, self.clock())
+        self.counters.events_stored += outcome.stored
+        self.counters.events_discarded += outcome.discarded
+        if outcome.stored:
+            self._wakeup.notify()
+        return outcome.stored
+
+    async def fetch(
+        self, registration_id: str, wait: float = 0.0, max_entries: int | None = None
+    ) -> Batch | None:
+        """The pending batch, or a new one; with `wait`, hold until events arrive."""
+        limit = self.options.batch_size if max_entries is None else max_entries
+        limit = max(1, min(limit, self.options.batch_size))
+        deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SEC)
+        while True:
+            generation = self._wakeup.generation
+            batch = await self._named(
+                registration_id,
+                lambda: self.storage.fetch(
+                    registration_id, limit, self.options.max_batch_bytes, self.clock()
+                ),
+            )
+            if batch is not None:
+                self._count_delivery(batch)
+                return batch
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closing:
+                return None
+            await self._wakeup.wait_past(generation, remaining)
+
+    async def ack(self, registration_id: str, batch_id: int) -> AckResult:
+        result = await self._named(
+            registration_id, lambda: self.storage.ack(registration_id, batch_id, self.clock())
+        )
+        if result.acknowledged:
+            self.counters.batches_acknowledged += 1
+            self.counters.events_acknowledged += result.events
+        return result
+
+    async def registrations(self) -> list[Registration]:
+        return await self.storage.registrations()
+
+    async def status(self) -> StoreStatus:
+        return await self.storage.status()
+
+    # --- leases
+
+    async def _named(self, registration_id: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run an operation naming a registration, reviving it if its lease ran out."""
+        try:
+            return await call()
+        except RegistrationExpired:
+            if not self.options.revive_expired:
+                raise RegistrationNotFound(registration_id) from None
+            if await self.storage.revive(registration_id, self.clock()):
+                self.counters.registrations_revived += 1
+                log.warning(
+                    "registration %s had expired and was revived under the same id: events "
+                    "ingested while it was expired were not kept for it",
+                    registration_id,
+                )
+            return await call()
+
+    async def expire_leases(self) -> list[str]:
+        """Expire idle registrations now (the reaper calls this periodically)."""
+        now = self.clock()
+        # Time the relay was down is nobody's idleness: leases run from our start.
+        if now - self.started_at < self.options.lease_duration_sec:
+            return []
+        expired = await self.storage.expire(now - self.options.lease_duration_sec)
+        for registration_id in expired:
+            log.warning(
+                "registration %s expired after %ss without a request",
+                registration_id,
+                int(self.options.lease_duration_sec),
+            )
+        self.counters.registrations_expired += len(expired)
+        return expired
+
+    async def _reap_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.lease_check_every_sec)
+            try:
+                await self.expire_leases()
+            except Exception:  # keep reaping; the store may come back
+                log.exception("lease check failed")
+
+    def _count_delivery(self, batch: Batch) -> None:
+        c = self.counters
+        c.batches_delivered += 1
+        c.events_delivered += len(batch.entries)
+        if batch.deliveries > 1:
+            c.batches_redelivered += 1
+            c.events_redelivered += len(batch.entries)

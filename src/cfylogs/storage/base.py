@@ -1,0 +1,102 @@
+"""The storage seam: one small, operation-level contract that every backend meets.
+
+Each method is one operation of the relay, atomic and durable when it
+returns (as durable as `storage.sync` asks), so that SQLite and PostgreSQL
+can each do it with their own SQL. `tests/contract/` is the executable
+definition of this contract and runs unchanged against every backend.
+
+Vocabulary: events get consecutive sequence numbers (`seq`) in ingest order,
+shared by all registrations; an event is stored once. A registration has a
+cursor (the first seq not yet handed out) and at most one pending batch
+(`[start, end)` with an id), which is handed out again, byte for byte, until
+it is acknowledged. Events are deleted once every active registration is
+past them.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+
+from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
+
+
+class Storage(abc.ABC):
+    """What the relay needs from a store. Methods may raise `StorageUnavailable`."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Open or create the store; raise `StorageCorrupt` for state it cannot use."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish the operations in flight, persist what is lazy, release everything."""
+
+    def on_new_events(self, callback: Callable[[], None]) -> None:  # noqa: B027
+        """Register a callback run in the event loop when events are stored by
+        *another* process sharing this store (the relay already knows of its own)."""
+
+    @abc.abstractmethod
+    async def append(self, events: Sequence[bytes], now: float) -> AppendOutcome:
+        """Store `events` (raw JSON objects) in order, all or none, durably.
+
+        Events arriving while no registration is active are discarded, not
+        stored (`AppendOutcome.discarded`).
+        """
+
+    @abc.abstractmethod
+    async def register(
+        self, registration_id: str, name: str | None, client_subject: str | None, now: float
+    ) -> Registration:
+        """Create a registration that will see only the events appended after it."""
+
+    @abc.abstractmethod
+    async def unregister(self, registration_id: str) -> None:
+        """Remove a registration (active or expired) and its backlog.
+
+        Raises `RegistrationNotFound` for an unknown id.
+        """
+
+    @abc.abstractmethod
+    async def fetch(
+        self, registration_id: str, max_entries: int, max_bytes: int, now: float
+    ) -> Batch | None:
+        """Return the pending batch (counting one more delivery), else cut a new one
+        of at most `max_entries` events (and `max_bytes`, but never empty), else None.
+
+        Renews the registration's lease. Raises `RegistrationNotFound`, or
+        `RegistrationExpired` for a registration whose lease ran out.
+        """
+
+    @abc.abstractmethod
+    async def ack(self, registration_id: str, batch_id: int, now: float) -> AckResult:
+        """Acknowledge the pending batch; an older batch id is already acknowledged.
+
+        Raises `BatchNotDelivered` (nothing changes) for an id never handed
+        out, and `RegistrationNotFound` / `RegistrationExpired`.
+        """
+
+    @abc.abstractmethod
+    async def touch(self, registration_id: str, now: float) -> None:
+        """Renew the lease. May be persisted lazily: losing it in a crash only
+        delays an expiry. Raises like `fetch`."""
+
+    @abc.abstractmethod
+    async def expire(self, idle_since: float) -> list[str]:
+        """Expire the active registrations last seen before `idle_since`; return their
+        ids. An expired registration keeps its id (for `revive`) but no backlog."""
+
+    @abc.abstractmethod
+    async def revive(self, registration_id: str, now: float) -> bool:
+        """Make an expired registration active again with an empty backlog (its batch
+        ids keep growing). False if it is not expired (active or unknown)."""
+
+    @abc.abstractmethod
+    async def registrations(self) -> list[Registration]:
+        """The active registrations with their backlog figures, oldest first."""
+
+    @abc.abstractmethod
+    async def status(self) -> StoreStatus:
+        """State of the store for `/health` and metrics; never raises."""

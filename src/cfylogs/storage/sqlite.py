@@ -1,0 +1,815 @@
+"""The embedded backend: one SQLite database (WAL mode) under `home_directory`.
+
+Model
+- `chunks`: events in ingest order, stored once whatever the number of
+  registrations. A chunk is the events of one commit, concatenated as they
+  were posted, with their boundaries in `offsets`: batched ingest is one
+  B-tree insert per commit, not one per event.
+- `registrations`: per consumer, a cursor (first seq not yet handed out) and
+  the pending batch `[pending_start, cursor)` whose id is `next_batch_id - 1`.
+- `meta`: schema version and the head (next seq, total bytes ever stored).
+
+Concurrency (the datasette way): one writer thread owns the write connection.
+Operations are queued; the writer runs every queued operation in one
+transaction, commits once (group commit: one fsync for all the requests that
+were waiting), updates the in-memory mirror of the registrations, and only
+then answers each caller. Reads of event data run on a small pool of read
+connections, so neither disk writes nor reads block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import queue
+import shutil
+import sqlite3
+import sys
+import threading
+from array import array
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cfylogs.errors import (
+    BatchNotDelivered,
+    Conflict,
+    RegistrationExpired,
+    RegistrationNotFound,
+    RelayError,
+    StorageCorrupt,
+    StorageUnavailable,
+)
+from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
+from cfylogs.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DB_FILE = "cfylogs.sqlite3"
+LOCK_FILE = "cfylogs.lock"
+SCHEMA_VERSION = 1
+#: Appends coalesced into one chunk stop growing it past this size.
+MAX_CHUNK_BYTES = 32 * 1024**2
+#: One transaction takes at most this much event data before committing.
+MAX_GROUP_BYTES = 64 * 1024**2
+#: How often lazily kept state (last seen) is written when idle, in seconds.
+FLUSH_INTERVAL = 5.0
+
+_SYNC_PRAGMA = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE chunks (
+    first_seq   INTEGER PRIMARY KEY,  -- seq of its first event
+    count       INTEGER NOT NULL,
+    first_byte  INTEGER NOT NULL,     -- event bytes stored before it, for backlog sizes
+    ingested_at REAL NOT NULL,
+    offsets     BLOB NOT NULL,        -- count + 1 uint32 boundaries in data
+    data        BLOB NOT NULL         -- the events, exactly as posted, back to back
+);
+CREATE TABLE registrations (
+    id                 TEXT PRIMARY KEY,
+    name               TEXT,
+    client_subject     TEXT,
+    created_at         REAL NOT NULL,
+    last_seen          REAL NOT NULL,
+    active             INTEGER NOT NULL,
+    cursor             INTEGER NOT NULL,
+    next_batch_id      INTEGER NOT NULL,
+    pending_start      INTEGER,           -- NULL when no batch is pending
+    pending_deliveries INTEGER NOT NULL DEFAULT 0,
+    redeliveries       INTEGER NOT NULL DEFAULT 0,
+    dropped            INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def encode_offsets(values: Sequence[int]) -> bytes:
+    arr = array("I", values)
+    if sys.byteorder == "big":
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def decode_offsets(blob: bytes) -> array[int]:
+    arr = array("I")
+    arr.frombytes(blob)
+    if sys.byteorder == "big":
+        arr.byteswap()
+    return arr
+
+
+@dataclass(frozen=True, slots=True)
+class _Reg:
+    """Mirror of a registration row; replaced whole, never mutated."""
+
+    id: str
+    name: str | None
+    client_subject: str | None
+    created_at: float
+    last_seen: float
+    active: bool
+    cursor: int
+    next_batch_id: int
+    pending_start: int | None
+    pending_deliveries: int
+    redeliveries: int
+    dropped: int
+
+    @property
+    def backlog_start(self) -> int:
+        return self.cursor if self.pending_start is None else self.pending_start
+
+    @property
+    def pending_id(self) -> int | None:
+        return None if self.pending_start is None else self.next_batch_id - 1
+
+
+_REG_COLUMNS = [f.name for f in dataclasses.fields(_Reg)]
+_REG_UPSERT = (
+    f"INSERT OR REPLACE INTO registrations ({', '.join(_REG_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_REG_COLUMNS))})"
+)
+
+
+def _row(reg: _Reg) -> tuple[Any, ...]:
+    return tuple(getattr(reg, name) for name in _REG_COLUMNS)
+
+
+@dataclass(slots=True)
+class _Op:
+    run: Callable[[_Txn], Any]
+    future: asyncio.Future[Any]
+    events: Sequence[bytes] | None = None  # appends only: coalesced by the writer
+    size: int = 0
+    now: float = 0.0
+
+
+class _Txn:
+    """The writer's view during one transaction: staged registration changes."""
+
+    def __init__(self, store: SqliteStorage) -> None:
+        self.store = store
+        self.conn = store._write_conn
+        self.head = store._head
+        self.head_byte = store._head_byte
+        self.changed: dict[str, _Reg | None] = {}
+        self.wrote = False
+        self.gc = False
+
+    def reg(self, registration_id: str) -> _Reg | None:
+        if registration_id in self.changed:
+            return self.changed[registration_id]
+        return self.store._regs.get(registration_id)
+
+    def active_reg(self, registration_id: str) -> _Reg:
+        reg = self.reg(registration_id)
+        if reg is None:
+            raise RegistrationNotFound(registration_id)
+        if not reg.active:
+            raise RegistrationExpired(registration_id)
+        return reg
+
+    def put(self, reg: _Reg) -> None:
+        self.conn.execute(_REG_UPSERT, _row(reg))
+        self.changed[reg.id] = reg
+        self.wrote = True
+
+    def delete(self, registration_id: str) -> None:
+        self.conn.execute("DELETE FROM registrations WHERE id = ?", (registration_id,))
+        self.changed[registration_id] = None
+        self.wrote = True
+        self.gc = True
+
+    def active_regs(self) -> list[_Reg]:
+        merged: dict[str, _Reg | None] = dict(self.store._regs)
+        merged.update(self.changed)
+        return [reg for reg in merged.values() if reg is not None and reg.active]
+
+    def has_active(self) -> bool:
+        return any(True for _ in self.active_regs())
+
+
+class SqliteStorage(Storage):
+    name = "sqlite"
+
+    def __init__(self, home: Path, sync: str = "full", readers: int = 2) -> None:
+        self.home = Path(home)
+        self.path = self.home / DB_FILE
+        self.sync = _SYNC_PRAGMA[sync]
+        self._reader_count = readers
+        self._regs: dict[str, _Reg] = {}
+        self._last_seen: dict[str, float] = {}
+        self._head = 0
+        self._head_byte = 0
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self._lock_fd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failure: str | None = None
+
+    # --- life cycle
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._open_sync)
+        self._readers = ThreadPoolExecutor(self._reader_count, thread_name_prefix="cfylogs-read")
+        self._thread = threading.Thread(target=self._writer_loop, name="cfylogs-write", daemon=True)
+        self._thread.start()
+
+    def _open_sync(self) -> None:
+        try:
+            self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._lock_fd = os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StorageCorrupt(
+                f"home_directory {self.home}: cannot use it ({exc.strerror}); "
+                "check that it exists and that this user may write to it"
+            ) from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise StorageCorrupt(
+                f"home_directory {self.home} is in use by another cfylogs process; "
+                "each relay needs its own home_directory (or share PostgreSQL instead)"
+            ) from None
+        try:
+            self._write_conn = self._connect()
+            self._init_schema()
+            self._load_mirror()
+        except sqlite3.DatabaseError as exc:
+            self._release_lock()
+            raise StorageCorrupt(
+                f"{self.path}: the database cannot be used ({exc}). Nothing was changed; "
+                "move the file aside to start empty, or restore it from a backup"
+            ) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.sync}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA cache_size = -16384")
+        with self._conn_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _init_schema(self) -> None:
+        conn = self._write_conn
+        has_meta = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if has_meta is None:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                raise StorageCorrupt(f"{self.path} is an SQLite database not made by cfylogs")
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA}; INSERT INTO meta (key, value) VALUES "
+                f"('schema_version', {SCHEMA_VERSION}), ('head_seq', 0), ('head_byte', 0); COMMIT;"
+            )
+            log.info("created the embedded store %s", self.path)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        version = meta.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise StorageCorrupt(
+                f"{self.path} was written by a newer cfylogs (schema {version}, this one "
+                f"knows {SCHEMA_VERSION}); run that version, or a later one, on it"
+            )
+        self._head = int(meta["head_seq"])
+        self._head_byte = int(meta["head_byte"])
+
+    def _load_mirror(self) -> None:
+        cur = self._write_conn.execute(f"SELECT {', '.join(_REG_COLUMNS)} FROM registrations")
+        self._regs = {}
+        for row in cur.fetchall():
+            values = dict(zip(_REG_COLUMNS, row, strict=True))
+            values["active"] = bool(values["active"])
+            reg = _Reg(**values)
+            self._regs[reg.id] = reg
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._closing = True
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+        with self._conn_lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # --- the writer
+
+    async def _submit(
+        self,
+        run: Callable[[_Txn], T],
+        events: Sequence[bytes] | None = None,
+        size: int = 0,
+        now: float = 0.0,
+    ) -> T:
+        if self._closing or self._loop is None:
+            raise StorageUnavailable("the relay is shutting down; retry shortly")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put(_Op(run, future, events, size, now))
+        return await future
+
+    def _writer_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(timeout=FLUSH_INTERVAL)
+            except queue.Empty:
+                self._flush_last_seen()
+                continue
+            ops: list[_Op] = []
+            size = 0
+            item: _Op | None = first
+            while True:
+                if item is None:
+                    stopping = True
+                else:
+                    ops.append(item)
+                    size += item.size
+                if size >= MAX_GROUP_BYTES:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if ops:
+                self._run_group(ops)
+        self._flush_last_seen()
+
+    def _run_group(self, ops: list[_Op]) -> None:
+        txn = _Txn(self)
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        conn = self._write_conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            index = 0
+            while index < len(ops):
+                op = ops[index]
+                if op.events is not None:
+                    run_end = index
+                    while run_end < len(ops) and ops[run_end].events is not None:
+                        run_end += 1
+                    appends = ops[index:run_end]
+                    for op_, result in zip(appends, self._append_run(txn, appends), strict=True):
+                        outcomes.append((op_.future, result, None))
+                    index = run_end
+                    continue
+                try:
+                    outcomes.append((op.future, op.run(txn), None))
+                except RelayError as exc:  # a refusal: the operation wrote nothing
+                    outcomes.append((op.future, None, exc))
+                index += 1
+            if txn.gc:
+                self._collect_garbage(txn)
+            if txn.head != self._head:
+                conn.executemany(
+                    "UPDATE meta SET value = ? WHERE key = ?",
+                    [(txn.head, "head_seq"), (txn.head_byte, "head_byte")],
+                )
+                txn.wrote = True
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._on_failure(exc)
+            error = StorageUnavailable(f"the store cannot take this now: {exc}")
+            error.__cause__ = exc
+            outcomes = [(op.future, None, error) for op in ops]
+        else:
+            self._failure = None
+            for registration_id, reg in txn.changed.items():
+                if reg is None:
+                    self._regs.pop(registration_id, None)
+                    self._last_seen.pop(registration_id, None)
+                else:
+                    self._regs[registration_id] = reg
+            self._head, self._head_byte = txn.head, txn.head_byte
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_resolve_all, outcomes)
+
+    def _on_failure(self, exc: sqlite3.Error) -> None:
+        if self._failure is None:
+            log.error("embedded store write failed: %s", exc)
+        self._failure = str(exc)
+        with contextlib.suppress(sqlite3.Error):
+            self._load_mirror()
+
+    def _append_run(self, txn: _Txn, ops: list[_Op]) -> list[AppendOutcome]:
+        if not txn.has_active():
+            return [AppendOutcome(0, len(op.events or ())) for op in ops]
+        results: list[AppendOutcome] = []
+        pending: list[bytes] = []
+        pending_bytes = 0
+        now = ops[-1].now
+        for op in ops:
+            events = op.events or ()
+            for event in events:
+                pending.append(event)
+                pending_bytes += len(event)
+                if pending_bytes >= MAX_CHUNK_BYTES:
+                    self._insert_chunk(txn, pending, now)
+                    pending, pending_bytes = [], 0
+            results.append(AppendOutcome(len(events), 0))
+        if pending:
+            self._insert_chunk(txn, pending, now)
+        return results
+
+    def _insert_chunk(self, txn: _Txn, events: list[bytes], now: float) -> None:
+        bounds = [0]
+        total = 0
+        for event in events:
+            total += len(event)
+            bounds.append(total)
+        txn.conn.execute(
+            "INSERT INTO chunks (first_seq, count, first_byte, ingested_at, offsets, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (txn.head, len(events), txn.head_byte, now, encode_offsets(bounds), b"".join(events)),
+        )
+        txn.head += len(events)
+        txn.head_byte += total
+        txn.wrote = True
+
+    def _collect_garbage(self, txn: _Txn) -> None:
+        """Delete the chunks every active registration is past."""
+        starts = [reg.backlog_start for reg in txn.active_regs()]
+        keep_from = min(starts) if starts else txn.head
+        row = txn.conn.execute(
+            "SELECT first_seq, count FROM chunks WHERE first_seq <= ? "
+            "ORDER BY first_seq DESC LIMIT 1",
+            (keep_from,),
+        ).fetchone()
+        if row is None:
+            return
+        first_seq, count = row
+        if first_seq + count <= keep_from:
+            txn.conn.execute("DELETE FROM chunks WHERE first_seq <= ?", (first_seq,))
+        else:
+            txn.conn.execute("DELETE FROM chunks WHERE first_seq < ?", (first_seq,))
+
+    def _flush_last_seen(self) -> None:
+        stale = [
+            (seen, rid)
+            for rid, seen in list(self._last_seen.items())
+            if (reg := self._regs.get(rid)) is not None and seen > reg.last_seen
+        ]
+        if not stale:
+            return
+        try:
+            with self._write_conn:
+                self._write_conn.execute("BEGIN IMMEDIATE")
+                self._write_conn.executemany(
+                    "UPDATE registrations SET last_seen = ? WHERE id = ?", stale
+                )
+        except sqlite3.Error as exc:
+            log.warning("could not record last-seen times: %s", exc)
+            return
+        for seen, rid in stale:
+            reg = self._regs.get(rid)
+            if reg is not None and seen > reg.last_seen:
+                self._regs[rid] = dataclasses.replace(reg, last_seen=seen)
+
+    # --- reads (reader pool)
+
+    def _read_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None or self._loop is None:
+            raise StorageUnavailable("the store is not open")
+
+        def run() -> T:
+            try:
+                return fn(self._read_conn())
+            except sqlite3.Error as exc:
+                raise StorageUnavailable(f"the store cannot be read now: {exc}") from exc
+
+        return await self._loop.run_in_executor(self._readers, run)
+
+    @staticmethod
+    def _read_range(conn: sqlite3.Connection, start: int, end: int) -> list[bytes]:
+        rows = conn.execute(
+            "SELECT first_seq, offsets, data FROM chunks "
+            "WHERE first_seq >= "
+            "coalesce((SELECT max(first_seq) FROM chunks WHERE first_seq <= ?), 0) "
+            "AND first_seq < ? ORDER BY first_seq",
+            (start, end),
+        ).fetchall()
+        entries: list[bytes] = []
+        for first_seq, offsets_blob, data in rows:
+            offsets = decode_offsets(offsets_blob)
+            lo = max(start - first_seq, 0)
+            hi = min(end - first_seq, len(offsets) - 1)
+            view = memoryview(data)
+            entries.extend(bytes(view[offsets[i] : offsets[i + 1]]) for i in range(lo, hi))
+        return entries
+
+    @staticmethod
+    def _byte_position(conn: sqlite3.Connection, seq: int, head: int, head_byte: int) -> int:
+        if seq >= head:
+            return head_byte
+        row = conn.execute(
+            "SELECT first_seq, first_byte, offsets FROM chunks WHERE first_seq <= ? "
+            "ORDER BY first_seq DESC LIMIT 1",
+            (seq,),
+        ).fetchone()
+        if row is None:
+            return head_byte
+        first_seq, first_byte, offsets_blob = row
+        offsets = decode_offsets(offsets_blob)
+        index = min(seq - first_seq, len(offsets) - 1)
+        position: int = first_byte + offsets[index]
+        return position
+
+    # --- operations
+
+    async def append(self, events: Sequence[bytes], now: float) -> AppendOutcome:
+        if not events:
+            return AppendOutcome(0, 0)
+        if not any(reg.active for reg in self._regs.values()):
+            # Nobody to deliver to: counted and dropped without touching the disk.
+            return AppendOutcome(0, len(events))
+        size = sum(map(len, events))
+        return await self._submit(_never_called, events=events, size=size, now=now)
+
+    async def register(
+        self, registration_id: str, name: str | None, client_subject: str | None, now: float
+    ) -> Registration:
+        def run(txn: _Txn) -> _Reg:
+            if txn.reg(registration_id) is not None:
+                raise Conflict(f"registration id {registration_id} already exists")
+            reg = _Reg(
+                registration_id, name, client_subject, now, now, True, txn.head, 0, None, 0, 0, 0
+            )
+            txn.put(reg)
+            return reg
+
+        reg = await self._submit(run)
+        return self._public(reg)
+
+    async def unregister(self, registration_id: str) -> None:
+        def run(txn: _Txn) -> None:
+            if txn.reg(registration_id) is None:
+                raise RegistrationNotFound(registration_id)
+            txn.delete(registration_id)
+
+        await self._submit(run)
+
+    def _lookup(self, registration_id: str) -> _Reg:
+        reg = self._regs.get(registration_id)
+        if reg is None:
+            raise RegistrationNotFound(registration_id)
+        if not reg.active:
+            raise RegistrationExpired(registration_id)
+        return reg
+
+    async def touch(self, registration_id: str, now: float) -> None:
+        self._lookup(registration_id)
+        self._last_seen[registration_id] = now
+
+    async def fetch(
+        self, registration_id: str, max_entries: int, max_bytes: int, now: float
+    ) -> Batch | None:
+        reg = self._lookup(registration_id)
+        self._last_seen[registration_id] = now
+        if reg.pending_start is None and reg.cursor >= self._head:
+            return None
+
+        def run(txn: _Txn) -> tuple[int, int, int, int] | None:
+            reg = txn.active_reg(registration_id)
+            if reg.pending_start is not None:
+                reg = dataclasses.replace(
+                    reg,
+                    pending_deliveries=reg.pending_deliveries + 1,
+                    redeliveries=reg.redeliveries + 1,
+                )
+            elif reg.cursor < txn.head:
+                end = min(reg.cursor + max_entries, txn.head)
+                end = self._limit_bytes(txn, reg.cursor, end, max_bytes)
+                reg = dataclasses.replace(
+                    reg,
+                    pending_start=reg.cursor,
+                    cursor=end,
+                    next_batch_id=reg.next_batch_id + 1,
+                    pending_deliveries=1,
+                )
+            else:
+                return None
+            txn.put(reg)
+            assert reg.pending_start is not None
+            return reg.next_batch_id - 1, reg.pending_start, reg.cursor, reg.pending_deliveries
+
+        for _attempt in range(3):
+            cut = await self._submit(run)
+            if cut is None:
+                return None
+            batch_id, start, end, deliveries = cut
+            entries = await self._read(partial(self._read_range, start=start, end=end))
+            if len(entries) == end - start:
+                return Batch(registration_id, batch_id, entries, deliveries)
+            # The batch was acknowledged (and collected) between the cut and the read.
+        raise StorageUnavailable("the pending batch changed while it was read; retry")
+
+    def _limit_bytes(self, txn: _Txn, start: int, end: int, max_bytes: int) -> int:
+        conn = txn.conn
+        if (
+            self._byte_position(conn, end, txn.head, txn.head_byte)
+            - self._byte_position(conn, start, txn.head, txn.head_byte)
+            <= max_bytes
+        ):
+            return end
+        base = self._byte_position(conn, start, txn.head, txn.head_byte)
+        rows = conn.execute(
+            "SELECT first_seq, first_byte, offsets FROM chunks "
+            "WHERE first_seq >= (SELECT max(first_seq) FROM chunks WHERE first_seq <= ?) "
+            "AND first_seq < ? ORDER BY first_seq",
+            (start, end),
+        )
+        for first_seq, first_byte, offsets_blob in rows:
+            offsets = decode_offsets(offsets_blob)
+            for i in range(max(start - first_seq, 0), len(offsets) - 1):
+                seq: int = first_seq + i
+                if seq >= end:
+                    return end
+                if first_byte + offsets[i + 1] - base > max_bytes:
+                    return max(seq, start + 1)
+        return end
+
+    async def ack(self, registration_id: str, batch_id: int, now: float) -> AckResult:
+        self._lookup(registration_id)
+        self._last_seen[registration_id] = now
+
+        def run(txn: _Txn) -> AckResult:
+            reg = txn.active_reg(registration_id)
+            if reg.pending_start is not None and batch_id == reg.pending_id:
+                txn.put(dataclasses.replace(reg, pending_start=None, pending_deliveries=0))
+                txn.gc = True
+                return AckResult(True, reg.cursor - reg.pending_start)
+            if 0 <= batch_id < reg.next_batch_id:
+                return AckResult(False)
+            raise BatchNotDelivered(registration_id, batch_id, reg.pending_id)
+
+        return await self._submit(run)
+
+    async def expire(self, idle_since: float) -> list[str]:
+        def run(txn: _Txn) -> list[str]:
+            expired = []
+            for reg in txn.active_regs():
+                seen = max(self._last_seen.get(reg.id, 0.0), reg.last_seen)
+                if seen < idle_since:
+                    txn.put(
+                        dataclasses.replace(
+                            reg,
+                            active=False,
+                            last_seen=seen,
+                            cursor=txn.head,
+                            pending_start=None,
+                            pending_deliveries=0,
+                        )
+                    )
+                    expired.append(reg.id)
+            txn.gc = txn.gc or bool(expired)
+            return expired
+
+        return await self._submit(run)
+
+    async def revive(self, registration_id: str, now: float) -> bool:
+        def run(txn: _Txn) -> bool:
+            reg = txn.reg(registration_id)
+            if reg is None or reg.active:
+                return False
+            txn.put(
+                dataclasses.replace(
+                    reg, active=True, last_seen=now, cursor=txn.head, pending_start=None
+                )
+            )
+            return True
+
+        revived: bool = await self._submit(run)
+        if revived:
+            self._last_seen[registration_id] = now
+        return revived
+
+    # --- views
+
+    def _public(self, reg: _Reg, **backlog: Any) -> Registration:
+        return Registration(
+            id=reg.id,
+            name=reg.name,
+            created_at=reg.created_at,
+            last_seen=max(reg.last_seen, self._last_seen.get(reg.id, 0.0)),
+            client_subject=reg.client_subject,
+            pending_batch_id=reg.pending_id,
+            pending_deliveries=reg.pending_deliveries,
+            redeliveries=reg.redeliveries,
+            dropped_events=reg.dropped,
+            **backlog,
+        )
+
+    async def registrations(self) -> list[Registration]:
+        regs = sorted((r for r in self._regs.values() if r.active), key=lambda r: r.created_at)
+        head, head_byte = self._head, self._head_byte
+
+        def backlog(conn: sqlite3.Connection) -> list[Registration]:
+            out = []
+            for reg in regs:
+                start = min(reg.backlog_start, head)
+                oldest = None
+                if start < head:
+                    row = conn.execute(
+                        "SELECT ingested_at FROM chunks WHERE first_seq <= ? "
+                        "ORDER BY first_seq DESC LIMIT 1",
+                        (start,),
+                    ).fetchone()
+                    oldest = row[0] if row else None
+                out.append(
+                    self._public(
+                        reg,
+                        backlog_events=head - start,
+                        backlog_bytes=head_byte - self._byte_position(conn, start, head, head_byte),
+                        oldest_unacked_at=oldest,
+                    )
+                )
+            return out
+
+        return await self._read(backlog)
+
+    async def status(self) -> StoreStatus:
+        head, head_byte = self._head, self._head_byte
+
+        def read(conn: sqlite3.Connection) -> tuple[int, int]:
+            row = conn.execute("SELECT min(first_seq) FROM chunks").fetchone()
+            tail = head if row is None or row[0] is None else int(row[0])
+            return head - tail, head_byte - self._byte_position(conn, tail, head, head_byte)
+
+        ok, detail = self._failure is None, self._failure or "ok"
+        try:
+            events, nbytes = await self._read(read)
+        except StorageUnavailable as exc:
+            ok, detail, events, nbytes = False, exc.message, 0, 0
+        disk, free = await asyncio.to_thread(self._disk_usage)
+        return StoreStatus(self.name, ok, detail, events, nbytes, disk, free, head)
+
+    def _disk_usage(self) -> tuple[int, int | None]:
+        disk = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                disk += os.path.getsize(f"{self.path}{suffix}")
+        try:
+            return disk, shutil.disk_usage(self.home).free
+        except OSError:
+            return disk, None
+
+
+def _never_called(txn: _Txn) -> AppendOutcome:  # appends run on the writer's coalescing path
+    raise AssertionError("append operations are coalesced, never run one by one")
+
+
+def _resolve_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # the caller went away (request cancelled)
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
