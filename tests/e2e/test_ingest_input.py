@@ -1,0 +1,90 @@
+"""Every kind of body Logstash and other shippers send, and the bad-input table."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServerFactory
+from tests.support import Api
+
+
+@pytest.fixture
+def small_api(server_factory: ServerFactory) -> Any:
+    server = server_factory(config={"server": {"max_request_bytes": 4096}}).start()
+    with server.client() as client:
+        yield Api(client)
+
+
+def post(api: Api, body: bytes, **headers: str) -> Any:
+    return api.http.post("/api/v1/logs", content=body, headers=headers)
+
+
+def test_object_array_ndjson_and_gzip(api: Api) -> None:
+    registration_id = api.register()
+    assert post(api, b'{"k":1}').json() == {"accepted": 1}
+    assert post(api, b'[{"k":2},{"k":3}]').json() == {"accepted": 2}
+    assert post(api, b'{"k":4}\n\n{"k":5}\r\n').json() == {"accepted": 2}
+    assert post(api, b'{"k":6}\n', **{"content-type": "application/x-ndjson"}).json() == {
+        "accepted": 1
+    }
+    assert post(api, gzip.compress(b'[{"k":7}]'), **{"content-encoding": "gzip"}).status_code == 200
+    assert (
+        post(api, zlib.compress(b'{"k":8}'), **{"content-encoding": "deflate"}).status_code == 200
+    )
+    assert post(api, b"[]").json() == {"accepted": 0}
+    assert post(api, b'{"k":9}', **{"content-type": "text/plain"}).status_code == 200
+    assert [e["k"] for e in api.drain(registration_id)] == list(range(1, 10))
+
+
+BAD_INPUT = [
+    (b'{"k":', {}, 400),
+    (b"not json", {}, 400),
+    (b"", {}, 400),
+    (b"[1,2]", {}, 400),
+    (b'[{"k":1},"x"]', {}, 400),
+    (b'{"k":1}\n[1]\n', {}, 400),
+    (b'{"k":1}\n{"k":\n', {}, 400),
+    (b'{"k":NaN}', {}, 400),
+    (b'{"k":"\xff"}', {}, 400),
+    (b'"just a string"', {}, 400),
+    (b'{"k":1}', {"content-encoding": "br"}, 415),
+    (b"\x1f\x8b garbage", {"content-encoding": "gzip"}, 400),
+    (gzip.compress(b'{"k":1}')[:-6], {"content-encoding": "gzip"}, 400),
+    (b'[{"k":"' + b"x" * 5000 + b'"}]', {}, 413),
+    (gzip.compress(b'[{"k":"' + b"x" * 50_000 + b'"}]'), {"content-encoding": "gzip"}, 413),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "status"), BAD_INPUT)
+def test_bad_input_is_refused_whole_and_costs_nothing(
+    small_api: Api, body: bytes, headers: dict[str, str], status: int
+) -> None:
+    api = small_api
+    registration_id = api.register()
+    assert post(api, b'{"before":1}').status_code == 200
+    r = post(api, body, **headers)
+    assert r.status_code == status
+    error = r.json()
+    assert error["data"] is None and error["error"]["code"] == status
+    assert error["error"]["message"]
+    assert post(api, b'{"after":1}').status_code == 200
+    assert api.drain(registration_id) == [{"before": 1}, {"after": 1}]
+
+
+def test_a_body_within_the_limit_is_taken_whole(small_api: Api) -> None:
+    registration_id = small_api.register()
+    body = b'[{"k":"' + b"x" * 3000 + b'"}]'
+    assert post(small_api, body).status_code == 200
+    assert small_api.drain(registration_id)[0]["k"] == "x" * 3000
+
+
+def test_bad_query_parameters_are_400(api: Api) -> None:
+    registration_id = api.register()
+    for query in ("wait=61", "wait=-1", "wait=abc", "wait=nan", "max=0", "max=x"):
+        r = api.http.get(f"/api/v1/logs/{registration_id}?{query}")
+        assert r.status_code == 400, query
+        assert r.json()["error"]["code"] == 400
