@@ -352,6 +352,31 @@ class Settings:
         "full: fsync before answering 200; normal: survives a crash of cfylogs, not of the "
         "machine; off: leave it to the OS.",
     )
+    storage_max_backlog_bytes: int = setting(
+        "storage.max_backlog_bytes",
+        1024**3,
+        Size(0),
+        "Per registration, most bytes of unacknowledged events kept (0: no cap).",
+    )
+    storage_max_backlog_events: int = setting(
+        "storage.max_backlog_events",
+        0,
+        Int(0),
+        "Per registration, most unacknowledged events kept (0: no cap).",
+    )
+    storage_backlog_policy: str = setting(
+        "storage.backlog_policy",
+        "drop_oldest",
+        Choice(("drop_oldest", "reject")),
+        "Over a cap: drop_oldest (that registration loses its oldest events, ingest goes on) "
+        "or reject (503 to producers).",
+    )
+    storage_min_free_bytes: int = setting(
+        "storage.min_free_bytes",
+        256 * 1024**2,
+        Size(0),
+        "Refuse ingest (503) while less disk space is free (0: only when the disk is full).",
+    )
     storage_postgres_dsn: str | None = setting(
         "storage.postgres.dsn", None, OptStr(), "PostgreSQL connection string (libpq format)."
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cfylogs.storage.base import Storage
+from cfylogs.storage.base import Storage, StorageLimits
 from cfylogs.storage.sqlite import SqliteStorage
 
 
@@ -17,11 +17,13 @@ class Backend:
     """Opens stores that share one state (the same directory or database)."""
 
     name: str
-    make: Callable[[], Storage]
+    make: Callable[[StorageLimits], Storage]
+    #: Whether `StorageLimits.min_free_bytes` applies (the store is on a local disk).
+    local_disk: bool = True
     opened: list[Storage] = field(default_factory=list)
 
-    async def open(self) -> Storage:
-        store = self.make()
+    async def open(self, limits: StorageLimits | None = None) -> Storage:
+        store = self.make(limits or StorageLimits())
         await store.open()
         self.opened.append(store)
         return store
@@ -36,7 +38,7 @@ class Backend:
 
 
 def _sqlite(tmp_path: Path) -> Backend:
-    return Backend("sqlite", lambda: SqliteStorage(tmp_path / "home", sync="full"))
+    return Backend("sqlite", lambda limits: SqliteStorage(tmp_path / "home", "full", limits))
 
 
 BACKENDS: dict[str, Callable[[Path], Backend]] = {"sqlite": _sqlite}

@@ -17,8 +17,24 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
+
+
+@dataclass(frozen=True)
+class StorageLimits:
+    """Back-pressure and caps every backend enforces in `append` (0 means no limit)."""
+
+    #: Per registration: most unacknowledged events / bytes kept.
+    max_backlog_events: int = 0
+    max_backlog_bytes: int = 0
+    #: `drop_oldest`: over a cap, that registration's oldest events are dropped
+    #: (counted in `Registration.dropped_events`) and ingest goes on;
+    #: `reject`: the append is refused with `StorageUnavailable`.
+    backlog_policy: str = "drop_oldest"
+    #: Appends are refused with `StorageUnavailable` while less is free.
+    min_free_bytes: int = 0
 
 
 class Storage(abc.ABC):
@@ -43,7 +59,11 @@ class Storage(abc.ABC):
         """Store `events` (raw JSON objects) in order, all or none, durably.
 
         Events arriving while no registration is active are discarded, not
-        stored (`AppendOutcome.discarded`).
+        stored (`AppendOutcome.discarded`). Enforces `StorageLimits`: raises
+        `StorageUnavailable` below the free-space watermark or, with the
+        `reject` policy, when a backlog is full; with `drop_oldest`, drops
+        the oldest events (pending batch included) of a registration over a
+        cap after storing.
         """
 
     @abc.abstractmethod

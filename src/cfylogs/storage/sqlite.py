@@ -20,6 +20,7 @@ connections, so neither disk writes nor reads block the event loop.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import fcntl
@@ -30,6 +31,7 @@ import shutil
 import sqlite3
 import sys
 import threading
+import time
 from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +50,7 @@ from cfylogs.errors import (
     StorageUnavailable,
 )
 from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
-from cfylogs.storage.base import Storage
+from cfylogs.storage.base import Storage, StorageLimits
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ MAX_CHUNK_BYTES = 32 * 1024**2
 MAX_GROUP_BYTES = 64 * 1024**2
 #: How often lazily kept state (last seen) is written when idle, in seconds.
 FLUSH_INTERVAL = 5.0
+#: A registration losing events to its backlog cap is reported at most this often (s).
+DROP_WARN_EVERY = 60.0
 
 _SYNC_PRAGMA = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 
@@ -79,6 +83,7 @@ CREATE TABLE chunks (
     offsets     BLOB NOT NULL,        -- count + 1 uint32 boundaries in data
     data        BLOB NOT NULL         -- the events, exactly as posted, back to back
 );
+CREATE INDEX chunks_by_byte ON chunks (first_byte);
 CREATE TABLE registrations (
     id                 TEXT PRIMARY KEY,
     name               TEXT,
@@ -91,7 +96,8 @@ CREATE TABLE registrations (
     pending_start      INTEGER,           -- NULL when no batch is pending
     pending_deliveries INTEGER NOT NULL DEFAULT 0,
     redeliveries       INTEGER NOT NULL DEFAULT 0,
-    dropped            INTEGER NOT NULL DEFAULT 0
+    dropped            INTEGER NOT NULL DEFAULT 0,
+    start_byte         INTEGER NOT NULL DEFAULT 0  -- byte position of the backlog's start
 );
 """
 
@@ -127,6 +133,7 @@ class _Reg:
     pending_deliveries: int
     redeliveries: int
     dropped: int
+    start_byte: int
 
     @property
     def backlog_start(self) -> int:
@@ -198,15 +205,22 @@ class _Txn:
         merged.update(self.changed)
         return [reg for reg in merged.values() if reg is not None and reg.active]
 
-    def has_active(self) -> bool:
-        return any(True for _ in self.active_regs())
-
 
 class SqliteStorage(Storage):
     name = "sqlite"
 
-    def __init__(self, home: Path, sync: str = "full", readers: int = 2) -> None:
+    def __init__(
+        self,
+        home: Path,
+        sync: str = "full",
+        limits: StorageLimits | None = None,
+        readers: int = 2,
+    ) -> None:
         self.home = Path(home)
+        self.limits = limits or StorageLimits()
+        self._page_size = 4096
+        self._dropped_unreported: dict[str, int] = {}
+        self._dropped_warned_at: dict[str, float] = {}
         self.path = self.home / DB_FILE
         self.sync = _SYNC_PRAGMA[sync]
         self._reader_count = readers
@@ -297,6 +311,7 @@ class SqliteStorage(Storage):
                 f"{self.path} was written by a newer cfylogs (schema {version}, this one "
                 f"knows {SCHEMA_VERSION}); run that version, or a later one, on it"
             )
+        self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         self._head = int(meta["head_seq"])
         self._head_byte = int(meta["head_byte"])
 
@@ -386,8 +401,10 @@ class SqliteStorage(Storage):
                     while run_end < len(ops) and ops[run_end].events is not None:
                         run_end += 1
                     appends = ops[index:run_end]
-                    for op_, result in zip(appends, self._append_run(txn, appends), strict=True):
-                        outcomes.append((op_.future, result, None))
+                    for op_, (result, refusal) in zip(
+                        appends, self._append_run(txn, appends), strict=True
+                    ):
+                        outcomes.append((op_.future, result, refusal))
                     index = run_end
                     continue
                 try:
@@ -430,25 +447,133 @@ class SqliteStorage(Storage):
         with contextlib.suppress(sqlite3.Error):
             self._load_mirror()
 
-    def _append_run(self, txn: _Txn, ops: list[_Op]) -> list[AppendOutcome]:
-        if not txn.has_active():
-            return [AppendOutcome(0, len(op.events or ())) for op in ops]
-        results: list[AppendOutcome] = []
-        pending: list[bytes] = []
-        pending_bytes = 0
-        now = ops[-1].now
+    def _append_run(
+        self, txn: _Txn, ops: list[_Op]
+    ) -> list[tuple[AppendOutcome | None, RelayError | None]]:
+        active = txn.active_regs()
+        if not active:
+            return [(AppendOutcome(0, len(op.events or ())), None) for op in ops]
+        free = self._free_bytes() if self.limits.min_free_bytes else None
+        results: list[tuple[AppendOutcome | None, RelayError | None]] = []
+        accepted: list[bytes] = []
+        added_bytes = 0
         for op in ops:
             events = op.events or ()
-            for event in events:
-                pending.append(event)
-                pending_bytes += len(event)
-                if pending_bytes >= MAX_CHUNK_BYTES:
-                    self._insert_chunk(txn, pending, now)
-                    pending, pending_bytes = [], 0
-            results.append(AppendOutcome(len(events), 0))
-        if pending:
-            self._insert_chunk(txn, pending, now)
+            refusal = self._refusal(
+                txn, active, len(accepted) + len(events), added_bytes + op.size, free
+            )
+            if refusal is not None:
+                results.append((None, refusal))
+                continue
+            accepted.extend(events)
+            added_bytes += op.size
+            results.append((AppendOutcome(len(events), 0), None))
+        now = ops[-1].now
+        chunk: list[bytes] = []
+        chunk_bytes = 0
+        for event in accepted:
+            chunk.append(event)
+            chunk_bytes += len(event)
+            if chunk_bytes >= MAX_CHUNK_BYTES:
+                self._insert_chunk(txn, chunk, now)
+                chunk, chunk_bytes = [], 0
+        if chunk:
+            self._insert_chunk(txn, chunk, now)
+        if accepted and self.limits.backlog_policy == "drop_oldest":
+            self._drop_over_cap(txn)
         return results
+
+    def _free_bytes(self) -> int:
+        """Free space for new data: the file system's, plus pages SQLite will reuse."""
+        stat = os.statvfs(self.home)
+        freelist = self._write_conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return stat.f_bavail * stat.f_frsize + int(freelist) * self._page_size
+
+    def _refusal(
+        self, txn: _Txn, active: list[_Reg], events: int, size: int, free: int | None
+    ) -> RelayError | None:
+        limits = self.limits
+        if free is not None and free - size < limits.min_free_bytes:
+            return StorageUnavailable(
+                f"free disk space under {self.home} ({free} bytes) is below "
+                f"storage.min_free_bytes ({limits.min_free_bytes}); ingest resumes by itself "
+                "once consumers catch up or space is freed"
+            )
+        if limits.backlog_policy != "reject":
+            return None
+        for reg in active:
+            if (
+                limits.max_backlog_events
+                and txn.head - reg.backlog_start + events > limits.max_backlog_events
+            ) or (
+                limits.max_backlog_bytes
+                and txn.head_byte - reg.start_byte + size > limits.max_backlog_bytes
+            ):
+                return StorageUnavailable(
+                    f"the backlog of registration {reg.id} is full (storage.max_backlog_events "
+                    "/ storage.max_backlog_bytes, policy reject); retry once it catches up"
+                )
+        return None
+
+    def _drop_over_cap(self, txn: _Txn) -> None:
+        """Policy drop_oldest: move the start of every backlog over a cap forward."""
+        max_events, max_bytes = self.limits.max_backlog_events, self.limits.max_backlog_bytes
+        for reg in txn.active_regs():
+            start = reg.backlog_start
+            new_start = start
+            if max_events and txn.head - start > max_events:
+                new_start = txn.head - max_events
+            if max_bytes and txn.head_byte - reg.start_byte > max_bytes:
+                new_start = max(new_start, self._seq_at_byte(txn, txn.head_byte - max_bytes))
+            if new_start == start:
+                continue
+            pending_start = reg.pending_start
+            if pending_start is not None:
+                # Part of the pending batch must go: all of it goes (its ack becomes a no-op).
+                pending_start = None
+                new_start = max(new_start, reg.cursor)
+            txn.put(
+                dataclasses.replace(
+                    reg,
+                    pending_start=pending_start,
+                    pending_deliveries=0,
+                    cursor=max(reg.cursor, new_start),
+                    start_byte=self._byte_position(txn.conn, new_start, txn.head, txn.head_byte),
+                    dropped=reg.dropped + new_start - start,
+                )
+            )
+            txn.gc = True
+            self._warn_dropped(reg.id, new_start - start)
+
+    def _seq_at_byte(self, txn: _Txn, position: int) -> int:
+        """The first event that starts at or after byte `position`."""
+        row = txn.conn.execute(
+            "SELECT first_seq, first_byte, offsets FROM chunks WHERE first_byte <= ? "
+            "ORDER BY first_byte DESC LIMIT 1",
+            (position,),
+        ).fetchone()
+        if row is None:
+            return txn.head
+        first_seq, first_byte, offsets_blob = row
+        offsets = decode_offsets(offsets_blob)
+        index = bisect.bisect_left(offsets, position - first_byte)
+        return min(int(first_seq) + index, txn.head)
+
+    def _warn_dropped(self, registration_id: str, count: int) -> None:
+        total = self._dropped_unreported.get(registration_id, 0) + count
+        now = time.monotonic()
+        if now - self._dropped_warned_at.get(registration_id, -DROP_WARN_EVERY) < DROP_WARN_EVERY:
+            self._dropped_unreported[registration_id] = total
+            return
+        self._dropped_unreported[registration_id] = 0
+        self._dropped_warned_at[registration_id] = now
+        log.warning(
+            "registration %s is over its backlog cap (storage.max_backlog_events / "
+            "storage.max_backlog_bytes): dropped its %d oldest unacknowledged events; "
+            "is its consumer still running?",
+            registration_id,
+            total,
+        )
 
     def _insert_chunk(self, txn: _Txn, events: list[bytes], now: float) -> None:
         bounds = [0]
@@ -579,7 +704,19 @@ class SqliteStorage(Storage):
             if txn.reg(registration_id) is not None:
                 raise Conflict(f"registration id {registration_id} already exists")
             reg = _Reg(
-                registration_id, name, client_subject, now, now, True, txn.head, 0, None, 0, 0, 0
+                id=registration_id,
+                name=name,
+                client_subject=client_subject,
+                created_at=now,
+                last_seen=now,
+                active=True,
+                cursor=txn.head,
+                next_batch_id=0,
+                pending_start=None,
+                pending_deliveries=0,
+                redeliveries=0,
+                dropped=0,
+                start_byte=txn.head_byte,
             )
             txn.put(reg)
             return reg
@@ -682,7 +819,12 @@ class SqliteStorage(Storage):
         def run(txn: _Txn) -> AckResult:
             reg = txn.active_reg(registration_id)
             if reg.pending_start is not None and batch_id == reg.pending_id:
-                txn.put(dataclasses.replace(reg, pending_start=None, pending_deliveries=0))
+                start_byte = self._byte_position(txn.conn, reg.cursor, txn.head, txn.head_byte)
+                txn.put(
+                    dataclasses.replace(
+                        reg, pending_start=None, pending_deliveries=0, start_byte=start_byte
+                    )
+                )
                 txn.gc = True
                 return AckResult(True, reg.cursor - reg.pending_start)
             if 0 <= batch_id < reg.next_batch_id:
@@ -703,6 +845,7 @@ class SqliteStorage(Storage):
                             active=False,
                             last_seen=seen,
                             cursor=txn.head,
+                            start_byte=txn.head_byte,
                             pending_start=None,
                             pending_deliveries=0,
                         )
@@ -720,7 +863,13 @@ class SqliteStorage(Storage):
                 return False
             txn.put(
                 dataclasses.replace(
-                    reg, active=True, last_seen=now, cursor=txn.head, pending_start=None
+                    reg,
+                    active=True,
+                    last_seen=now,
+                    cursor=txn.head,
+                    start_byte=txn.head_byte,
+                    pending_start=None,
+                    pending_deliveries=0,
                 )
             )
             return True
