@@ -65,6 +65,10 @@ MAX_CHUNK_BYTES = 32 * 1024**2
 MAX_GROUP_BYTES = 64 * 1024**2
 #: How often lazily kept state (last seen) is written when idle, in seconds.
 FLUSH_INTERVAL = 5.0
+#: Housekeeping (last-seen flush, giving space back) runs at most this often (s).
+MAINTENANCE_EVERY = 10.0
+VACUUM_MIN_BYTES = 64 * 1024**2
+VACUUM_SLICE_BYTES = 64 * 1024**2
 #: A registration losing events to its backlog cap is reported at most this often (s).
 DROP_WARN_EVERY = 60.0
 
@@ -173,7 +177,6 @@ class _Txn:
         self.head = store._head
         self.head_byte = store._head_byte
         self.changed: dict[str, _Reg | None] = {}
-        self.wrote = False
         self.gc = False
 
     def reg(self, registration_id: str) -> _Reg | None:
@@ -192,12 +195,10 @@ class _Txn:
     def put(self, reg: _Reg) -> None:
         self.conn.execute(_REG_UPSERT, _row(reg))
         self.changed[reg.id] = reg
-        self.wrote = True
 
     def delete(self, registration_id: str) -> None:
         self.conn.execute("DELETE FROM registrations WHERE id = ?", (registration_id,))
         self.changed[registration_id] = None
-        self.wrote = True
         self.gc = True
 
     def active_regs(self) -> list[_Reg]:
@@ -221,6 +222,7 @@ class SqliteStorage(Storage):
         self._page_size = 4096
         self._dropped_unreported: dict[str, int] = {}
         self._dropped_warned_at: dict[str, float] = {}
+        self._maintained_at = time.monotonic()
         self.path = self.home / DB_FILE
         self.sync = _SYNC_PRAGMA[sync]
         self._reader_count = readers
@@ -285,6 +287,8 @@ class SqliteStorage(Storage):
         conn.execute(f"PRAGMA synchronous = {self.sync}")
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA cache_size = -16384")
+        # The WAL is rewound after each checkpoint; past this size it is also truncated.
+        conn.execute("PRAGMA journal_size_limit = 67108864")
         with self._conn_lock:
             self._connections.append(conn)
         return conn
@@ -363,6 +367,8 @@ class SqliteStorage(Storage):
     def _writer_loop(self) -> None:
         stopping = False
         while not stopping:
+            if time.monotonic() - self._maintained_at > MAINTENANCE_EVERY:
+                self._maintain()
             try:
                 first = self._queue.get(timeout=FLUSH_INTERVAL)
             except queue.Empty:
@@ -388,6 +394,29 @@ class SqliteStorage(Storage):
         self._flush_last_seen()
 
     def _run_group(self, ops: list[_Op]) -> None:
+        """Run `ops` in one transaction and answer their callers after the commit."""
+        try:
+            outcomes = self._transaction(ops)
+        except Exception as exc:
+            error = StorageUnavailable(f"the store cannot take this now: {exc}")
+            error.__cause__ = exc
+            outcomes = [(op.future, None, error) for op in ops if op.events is not None]
+            others = [op for op in ops if op.events is None]
+            # A full disk refuses the appends; acks and fetches, which let consumers
+            # drain and space come back, get a transaction of their own.
+            if others and outcomes:
+                try:
+                    outcomes += self._transaction(others)
+                except Exception:
+                    outcomes += [(op.future, None, error) for op in others]
+            else:
+                outcomes += [(op.future, None, error) for op in others]
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_resolve_all, outcomes)
+
+    def _transaction(
+        self, ops: list[_Op]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         txn = _Txn(self)
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         conn = self._write_conn
@@ -419,30 +448,28 @@ class SqliteStorage(Storage):
                     "UPDATE meta SET value = ? WHERE key = ?",
                     [(txn.head, "head_seq"), (txn.head_byte, "head_byte")],
                 )
-                txn.wrote = True
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self._on_failure(exc)
-            error = StorageUnavailable(f"the store cannot take this now: {exc}")
-            error.__cause__ = exc
-            outcomes = [(op.future, None, error) for op in ops]
-        else:
-            self._failure = None
-            for registration_id, reg in txn.changed.items():
-                if reg is None:
-                    self._regs.pop(registration_id, None)
-                    self._last_seen.pop(registration_id, None)
-                else:
-                    self._regs[registration_id] = reg
-            self._head, self._head_byte = txn.head, txn.head_byte
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(_resolve_all, outcomes)
+            raise
+        self._failure = None
+        for registration_id, reg in txn.changed.items():
+            if reg is None:
+                self._regs.pop(registration_id, None)
+                self._last_seen.pop(registration_id, None)
+            else:
+                self._regs[registration_id] = reg
+        self._head, self._head_byte = txn.head, txn.head_byte
+        return outcomes
 
-    def _on_failure(self, exc: sqlite3.Error) -> None:
+    def _on_failure(self, exc: Exception) -> None:
         if self._failure is None:
-            log.error("embedded store write failed: %s", exc)
+            if isinstance(exc, sqlite3.Error):
+                log.error("embedded store write failed: %s", exc)
+            else:
+                log.exception("embedded store write failed unexpectedly")
         self._failure = str(exc)
         with contextlib.suppress(sqlite3.Error):
             self._load_mirror()
@@ -588,7 +615,6 @@ class SqliteStorage(Storage):
         )
         txn.head += len(events)
         txn.head_byte += total
-        txn.wrote = True
 
     def _collect_garbage(self, txn: _Txn) -> None:
         """Delete the chunks every active registration is past."""
@@ -606,6 +632,26 @@ class SqliteStorage(Storage):
             txn.conn.execute("DELETE FROM chunks WHERE first_seq <= ?", (first_seq,))
         else:
             txn.conn.execute("DELETE FROM chunks WHERE first_seq < ?", (first_seq,))
+
+    def _maintain(self) -> None:
+        """Give space back to the file system once most of the file is free pages.
+
+        Free pages are reused by new events first, so a file that drained stays
+        at its size only while it is likely to fill again; past half free, a
+        bounded slice is returned per pass (bounded, to keep commits quick).
+        """
+        self._maintained_at = time.monotonic()
+        self._flush_last_seen()
+        conn = self._write_conn
+        try:
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            total = conn.execute("PRAGMA page_count").fetchone()[0]
+            if free * 2 > total and free * self._page_size > VACUUM_MIN_BYTES:
+                pages = min(free // 2, VACUUM_SLICE_BYTES // self._page_size)
+                conn.execute(f"PRAGMA incremental_vacuum({int(pages)})")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("could not give free space back to the file system: %s", exc)
 
     def _flush_last_seen(self) -> None:
         stale = [
