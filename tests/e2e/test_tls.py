@@ -10,6 +10,7 @@ import socket
 import ssl
 import threading
 import warnings
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -246,7 +247,7 @@ def test_client_auth_need_refuses_a_client_without_certificate(
 
 
 def test_pkcs12_keystore_and_truststore_with_client_auth_want(
-    server_factory: ServerFactory, pki: Pki
+    server_factory: ServerFactory, pki: Pki, tmp_path: Path
 ) -> None:
     keys = {
         **pkcs12_keys(pki),
@@ -261,6 +262,15 @@ def test_pkcs12_keystore_and_truststore_with_client_auth_want(
         with_cert = Api(client).register("with-cert")
         subjects = {r["id"]: r["client_subject"] for r in registrations(client)}
     assert subjects == {without: None, with_cert: CLIENT_SUBJECT}
+    # "want" still refuses a certificate from a CA it does not trust
+    rogue = make_pki(tmp_path / "rogue")
+    untrusted = pki.client_context()
+    untrusted.load_cert_chain(rogue.root / "client.pem", rogue.root / "client-key.pem")
+    with (
+        httpx.Client(base_url=server.url, verify=untrusted, timeout=10) as client,
+        pytest.raises(httpx.TransportError),
+    ):
+        client.post("/api/v1/registration", json={})
 
 
 def test_expired_certificate_starts_with_a_loud_warning(
