@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,6 +27,7 @@ from cfylogs.errors import (
     RelayError,
     StorageUnavailable,
 )
+from cfylogs.http.auth import check_bearer, check_ingest_only
 from cfylogs.models import Batch, Registration
 from cfylogs.payload import decode_body, parse_events
 from cfylogs.relay import MAX_WAIT_SEC, Relay
@@ -50,6 +51,9 @@ class HttpOptions:
     max_request_bytes: int = 16 * 1024**2
     #: Only `POST /api/v1/logs` (the plain-HTTP port of SSL mode).
     ingest_only: bool = False
+    #: `security.ingest_token` / `security.consumer_token`, UTF-8 (None: no token asked).
+    ingest_token: bytes | None = field(default=None, repr=False)
+    consumer_token: bytes | None = field(default=None, repr=False)
 
 
 class Request:
@@ -156,8 +160,25 @@ class App:
         await _send(send, response)
 
     async def dispatch(self, request: Request) -> Response:
+        if self.options.ingest_only:
+            check_ingest_only(request.method, request.path)
         handler, params = self.route(request.method, request.path)
+        self.authorize(request, handler)
         return await handler(request, params)
+
+    def authorize(self, request: Request, handler: Handler) -> None:
+        """Tokens: ingest_token for ingest, consumer_token for the rest of /api.
+
+        /health stays open: probes and load balancers call it without
+        credentials, and it shows no event, registration or id.
+        """
+        if handler == self.health:
+            return
+        if handler == self.ingest:
+            token, setting = self.options.ingest_token, "security.ingest_token"
+        else:
+            token, setting = self.options.consumer_token, "security.consumer_token"
+        check_bearer(request.headers.get(b"authorization"), token, setting)
 
     def route(self, method: str, path: str) -> tuple[Handler, list[str]]:
         parts = [p for p in path.split("/") if p]

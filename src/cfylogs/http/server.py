@@ -18,11 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cfylogs.config import Settings
 from cfylogs.http.app import App, HttpOptions
 from cfylogs.relay import Relay, RelayOptions
 from cfylogs.storage import create_storage
+from cfylogs.tls import build_server_context, peer_subject
 
 log = logging.getLogger("cfylogs")
 
@@ -46,6 +48,27 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # signals are handled once for all listeners, in `run`
+
+
+class _TlsHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol, plus the ASGI `tls` extension with the client subject.
+
+    uvicorn does not fill `scope["extensions"]["tls"]`; the verified client
+    certificate is on the connection's SSL object, read once per connection
+    (the handshake is over when `connection_made` runs).
+    """
+
+    _tls: dict[object, object] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        subject = peer_subject(transport.get_extra_info("ssl_object"))
+        self._tls = {"client_subject": subject, "client_cert_name": subject}
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._tls is not None:
+            self.scope["extensions"] = {"tls": self._tls}
 
 
 def relay_options(settings: Settings) -> RelayOptions:
@@ -73,17 +96,43 @@ def bind(address: str, port: int) -> socket.socket:
     return sock
 
 
-def build_listeners(settings: Settings, relay: Relay) -> list[Listener]:
-    options = HttpOptions(max_request_bytes=settings.server_max_request_bytes)
+def http_options(settings: Settings, ingest_only: bool = False) -> HttpOptions:
+    def token(value: str | None) -> bytes | None:
+        return value.encode() if value else None
+
+    return HttpOptions(
+        max_request_bytes=settings.server_max_request_bytes,
+        ingest_only=ingest_only,
+        ingest_token=token(settings.security_ingest_token),
+        consumer_token=token(settings.security_consumer_token),
+    )
+
+
+def build_listeners(
+    settings: Settings, relay: Relay, ssl_context: ssl.SSLContext | None = None
+) -> list[Listener]:
+    """`api` on server.port (HTTPS in SSL mode); in SSL mode also `http`, ingest only."""
+    if settings.ssl_enabled and ssl_context is None:
+        ssl_context = build_server_context(settings)
     main = bind(settings.server_address, settings.server_port)
-    return [Listener("api", App(relay, options), main)]
+    listeners = [Listener("api", App(relay, http_options(settings)), main, ssl_context)]
+    if ssl_context is not None:
+        # Cloudify's Logstash cannot push over HTTPS: it keeps a plain port, for ingest only.
+        try:
+            plain = bind(settings.server_address, settings.server_http_port)
+        except OSError:
+            main.close()
+            raise
+        ingest = App(relay, http_options(settings, ingest_only=True))
+        listeners.append(Listener("http", ingest, plain))
+    return listeners
 
 
 def _uvicorn_config(settings: Settings, listener: Listener) -> uvicorn.Config:
     config = uvicorn.Config(
         listener.app,
         loop="none",
-        http="httptools",
+        http=_TlsHttpToolsProtocol if listener.ssl_context else "httptools",
         lifespan="off",
         access_log=settings.server_access_log,
         log_config=None,
@@ -99,10 +148,11 @@ def _uvicorn_config(settings: Settings, listener: Listener) -> uvicorn.Config:
 
 async def serve(settings: Settings) -> None:
     """Open the store, serve until SIGTERM/SIGINT, drain, close. Raises on start-up errors."""
+    ssl_context = build_server_context(settings)  # before the store: a bad keystore opens nothing
     relay = Relay(create_storage(settings), relay_options(settings))
     await relay.start()
     try:
-        listeners = build_listeners(settings, relay)
+        listeners = build_listeners(settings, relay, ssl_context)
     except BaseException:
         await relay.stop()
         raise
