@@ -193,9 +193,14 @@ def expand_path(raw: str) -> str:
     return os.path.expanduser(value)
 
 
-def setting(key: str, default: Any, kind: Kind, help: str) -> Any:
-    """Declare a setting; the field's metadata is the settings table."""
-    return field(default=default, metadata={"key": key, "kind": kind, "help": help})
+def setting(key: str, default: Any, kind: Kind, help: str, secret: bool = False) -> Any:
+    """Declare a setting; the field's metadata is the settings table.
+
+    A secret is left out of the settings' repr, so it cannot reach a log line.
+    """
+    return field(
+        default=default, repr=not secret, metadata={"key": key, "kind": kind, "help": help}
+    )
 
 
 # --- the settings table
@@ -241,10 +246,13 @@ class Settings:
 
     ssl_enabled: bool = setting("server.ssl.enabled", False, Bool(), "Serve the API over HTTPS.")
     ssl_key_store: Path | None = setting(
-        "server.ssl.key-store", None, PathKind(optional=True), "Keystore file (PKCS12 or JKS)."
+        "server.ssl.key-store",
+        None,
+        PathKind(optional=True),
+        "Keystore file (PKCS12; a JKS file is refused with the keytool line to convert it).",
     )
     ssl_key_store_password: str | None = setting(
-        "server.ssl.key-store-password", None, OptStr(), "Keystore password."
+        "server.ssl.key-store-password", None, OptStr(), "Keystore password.", secret=True
     )
     ssl_key_store_type: str | None = setting(
         "server.ssl.key-store-type",
@@ -253,7 +261,11 @@ class Settings:
         "PKCS12 or JKS (guessed from the file when unset).",
     )
     ssl_key_password: str | None = setting(
-        "server.ssl.key-password", None, OptStr(), "Password of the key inside the keystore."
+        "server.ssl.key-password",
+        None,
+        OptStr(),
+        "Password of the key inside the keystore.",
+        secret=True,
     )
     ssl_key_alias: str | None = setting(
         "server.ssl.key-alias", None, OptStr(), "Alias of the key entry to use in the keystore."
@@ -271,10 +283,10 @@ class Settings:
         "server.ssl.trust-store",
         None,
         PathKind(optional=True),
-        "Truststore of the CAs whose client certificates are accepted (PKCS12 or JKS).",
+        "Truststore (PKCS12) of the CAs whose client certificates are accepted.",
     )
     ssl_trust_store_password: str | None = setting(
-        "server.ssl.trust-store-password", None, OptStr(), "Truststore password."
+        "server.ssl.trust-store-password", None, OptStr(), "Truststore password.", secret=True
     )
     ssl_trust_store_type: str | None = setting(
         "server.ssl.trust-store-type",
@@ -386,12 +398,14 @@ class Settings:
         None,
         OptStr(),
         "If set, POST /api/v1/logs requires `Authorization: Bearer <token>`.",
+        secret=True,
     )
     security_consumer_token: str | None = setting(
         "security.consumer_token",
         None,
         OptStr(),
         "If set, every other API call requires `Authorization: Bearer <token>`.",
+        secret=True,
     )
 
     log_level: str = setting(

@@ -106,3 +106,16 @@ def test_every_setting_is_documented_and_has_an_env_name() -> None:
     table = settings_table()
     assert len({info.env for info in table}) == len(table)
     assert all(info.help and info.env.startswith("CFYLOGS_") for info in table)
+
+
+def test_secrets_never_appear_in_the_settings_repr(tmp_path: Path) -> None:
+    s = load_settings(
+        cwd=tmp_path,
+        environ={
+            "CFYLOGS_SECURITY_INGEST_TOKEN": "tok-ingest-secret",
+            "CFYLOGS_SECURITY_CONSUMER_TOKEN": "tok-consumer-secret",
+            "CFYLOGS_SERVER_SSL_KEY_STORE_PASSWORD": "pw-secret",
+        },
+    )
+    assert s.security_ingest_token == "tok-ingest-secret"
+    assert "secret" not in repr(s)
