@@ -192,6 +192,17 @@ class _Txn:
             raise RegistrationExpired(registration_id)
         return reg
 
+    def emptied(self, reg: _Reg, **changes: Any) -> _Reg:
+        """`reg` with an empty backlog: it starts at the head, nothing pending."""
+        return dataclasses.replace(
+            reg,
+            cursor=self.head,
+            start_byte=self.head_byte,
+            pending_start=None,
+            pending_deliveries=0,
+            **changes,
+        )
+
     def put(self, reg: _Reg) -> None:
         self.conn.execute(_REG_UPSERT, _row(reg))
         self.changed[reg.id] = reg
@@ -885,17 +896,7 @@ class SqliteStorage(Storage):
             for reg in txn.active_regs():
                 seen = max(self._last_seen.get(reg.id, 0.0), reg.last_seen)
                 if seen < idle_since:
-                    txn.put(
-                        dataclasses.replace(
-                            reg,
-                            active=False,
-                            last_seen=seen,
-                            cursor=txn.head,
-                            start_byte=txn.head_byte,
-                            pending_start=None,
-                            pending_deliveries=0,
-                        )
-                    )
+                    txn.put(txn.emptied(reg, active=False, last_seen=seen))
                     expired.append(reg.id)
             txn.gc = txn.gc or bool(expired)
             return expired
@@ -907,17 +908,7 @@ class SqliteStorage(Storage):
             reg = txn.reg(registration_id)
             if reg is None or reg.active:
                 return False
-            txn.put(
-                dataclasses.replace(
-                    reg,
-                    active=True,
-                    last_seen=now,
-                    cursor=txn.head,
-                    start_byte=txn.head_byte,
-                    pending_start=None,
-                    pending_deliveries=0,
-                )
-            )
+            txn.put(txn.emptied(reg, active=True, last_seen=now))
             return True
 
         revived: bool = await self._submit(run)
