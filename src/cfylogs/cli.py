@@ -72,3 +72,13 @@ def _run(coro: object) -> None:
         asyncio.run(coro)  # type: ignore[arg-type]
         return
     uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def _add_client_commands() -> None:
+    from cfylogs.commands import CLIENT_COMMANDS
+
+    for command in CLIENT_COMMANDS:
+        main.add_command(command)
+
+
+_add_client_commands()

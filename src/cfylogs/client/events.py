@@ -9,14 +9,15 @@ passed on as the bytes that were read, never re-serialised.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
-from typing import IO
 
 import msgspec
 
 _ONE = msgspec.json.Decoder(msgspec.Raw)
 _ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 _CLOSERS = (b"}", b"]")
+_TRAILING = re.compile(r"trailing characters \(byte (\d+)\)")
 #: A value still unfinished after this many bytes is a mistake, not a big event.
 MAX_VALUE_BYTES = 64 * 1024**2
 
@@ -25,12 +26,12 @@ class InputError(ValueError):
     """The input is not JSON objects, arrays of objects, or NDJSON; says where."""
 
 
-def iter_events(stream: IO[bytes]) -> Iterator[bytes]:
-    """Every JSON object of the input, as raw bytes, in order."""
+def iter_events(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """Every JSON object of the input (a binary file, or any lines), as raw bytes, in order."""
     pending: list[bytes] = []
     pending_size = 0
     start_line = 0
-    for number, line in enumerate(stream, start=1):
+    for number, line in enumerate(lines, start=1):
         stripped = line.strip()
         if not pending:
             if not stripped:
@@ -46,17 +47,34 @@ def iter_events(stream: IO[bytes]) -> Iterator[bytes]:
                 )
             continue
         text = stripped if len(pending) == 1 else b"".join(pending).strip()
-        try:
-            value = bytes(_ONE.decode(text))
-        except msgspec.DecodeError:
+        values = _values(text)
+        if values is None:
             if len(pending) == 1 and text.startswith(b"{") and _looks_whole(text):
-                raise InputError(f"line {start_line}: invalid JSON") from None
+                raise InputError(f"line {start_line}: invalid JSON")
             continue
-        yield from _objects(value, start_line)
+        for value in values:
+            yield from _objects(value, start_line)
         pending.clear()
         pending_size = 0
     if pending:
         raise InputError(f"line {start_line}: invalid or incomplete JSON at the end of the input")
+
+
+def _values(text: bytes) -> list[bytes] | None:
+    """The JSON values of `text` (one, or several back to back), or None if it is not whole."""
+    values: list[bytes] = []
+    while True:
+        try:
+            values.append(bytes(_ONE.decode(text)))
+            return values
+        except msgspec.DecodeError as exc:
+            # msgspec names where a complete value is followed by more: split there.
+            match = _TRAILING.search(str(exc))
+            if match is None:
+                return None
+            end = int(match.group(1)) - 1  # msgspec counts from 1
+            values.append(bytes(_ONE.decode(text[:end])))
+            text = text[end:]
 
 
 def _looks_whole(line: bytes) -> bool:
