@@ -36,6 +36,8 @@ def iter_events(lines: Iterable[bytes]) -> Iterator[bytes]:
         if not pending:
             if not stripped:
                 continue
+            if stripped[:1] not in (b"{", b"["):
+                raise InputError(f"line {number}: expected a JSON object or an array of objects")
             start_line = number
         pending.append(line)
         pending_size += len(line)
