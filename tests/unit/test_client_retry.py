@@ -35,8 +35,16 @@ def test_retry_after_takes_precedence_over_backoff() -> None:
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("3", 3.0), ("0.5", 0.5), ("-4", 0.0), ("1e9", MAX_RETRY_AFTER_SEC), ("soon", None),
-     ("", None), (None, None), ("nan", None)],
+    [
+        ("3", 3.0),
+        ("0.5", 0.5),
+        ("-4", 0.0),
+        ("1e9", MAX_RETRY_AFTER_SEC),
+        ("soon", None),
+        ("", None),
+        (None, None),
+        ("nan", None),
+    ],
 )
 def test_retry_after_header_in_seconds(header: str | None, expected: float | None) -> None:
     assert retry_after(header) == expected
@@ -168,7 +176,9 @@ def test_max_attempts_gives_up() -> None:
         d.fail(errors.TransportError("refused"))
 
 
-def test_a_lost_registration_is_replaced_loudly_when_asked(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_lost_registration_is_replaced_loudly_when_asked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     d = Driver(registration_id="gone", reregister=True, name="me")
     assert d.fail(errors.NotFound("No registration", 404, 504)) == Register("me")
     assert d.answer("new") == Registered("new")
