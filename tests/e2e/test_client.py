@@ -22,6 +22,7 @@ from cfylogs.client import (
     ConsumerOptions,
     NotFound,
     TransportError,
+    Unauthorized,
     push_batches,
 )
 from tests.conftest import ServerFactory
@@ -69,9 +70,11 @@ def test_every_call_returns_typed_results(server: ServerProcess) -> None:
 
 
 def test_an_unreachable_server_is_a_transport_error() -> None:
-    with Client(f"http://127.0.0.1:{free_port()}", timeout=2) as client:
-        with pytest.raises(TransportError) as failure:
-            client.health()
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", timeout=2) as client,
+        pytest.raises(TransportError) as failure,
+    ):
+        client.health()
     assert failure.value.retryable
 
 
@@ -128,7 +131,7 @@ def test_the_consumer_loses_nothing_across_server_crashes(server_factory: Server
             push_batches(producer, [events[:150], events[150:]], backoff=FAST)
             total += 300
             # Crash while the consumer is part-way through what was pushed.
-            wait_until(lambda: len(received) > total - 250, timeout=20)
+            wait_until(lambda goal=total - 250: len(received) > goal, timeout=20)
             server.kill()
             server.start()
         push_batches(producer, [[b'{"seq": %d}' % (total + n) for n in range(100)]], backoff=FAST)
@@ -160,8 +163,8 @@ async def test_the_async_consumer_drains_and_stops_a_long_poll_at_once(
         waiting = AsyncConsumer(client, handler, ConsumerOptions(registration_id=registration))
         before = await last_seen(client)
         task = asyncio.create_task(waiting.run())
-        while await last_seen(client) == before:  # until it sits in its 30 s long-poll
-            await asyncio.sleep(0.02)
+        while await last_seen(client) == before:  # noqa: ASYNC110 - polls the server
+            await asyncio.sleep(0.02)  # until the consumer sits in its 30 s long-poll
         started = time.monotonic()
         waiting.stop()
         await asyncio.wait_for(task, 5)
@@ -190,3 +193,17 @@ def test_long_poll_returns_as_soon_as_events_arrive(server: ServerProcess) -> No
         thread.join(10)
         assert result["batch"] is not None and seqs(result["batch"]) == [1]
         assert result["took"] < 10
+
+
+def test_the_token_is_sent_and_a_refusal_is_unauthorized(server_factory: ServerFactory) -> None:
+    config = {"security": {"consumer_token": "c0nsumer", "ingest_token": "1ngest"}}
+    server = server_factory(config=config).start()
+    with Client(server.url, token="c0nsumer") as consumer:
+        registration = consumer.register()
+        with Client(server.url, token="1ngest") as producer:
+            assert producer.push([{"seq": 1}]) == 1
+        batch = consumer.fetch(registration)
+        assert batch is not None and seqs(batch) == [1]
+    with Client(server.url, token="wrong") as stranger, pytest.raises(Unauthorized) as refused:
+        stranger.registrations()
+    assert refused.value.status == 401 and not refused.value.retryable

@@ -106,7 +106,7 @@ def test_mutual_tls_and_token(https_server: tuple[str, Path]) -> None:
         assert client.health().ok
     [request] = Recorder.seen
     assert request["authorization"] == "Bearer s3cret"
-    assert ((("commonName", "orchestrator"),),) == request["peer"]["subject"]
+    assert request["peer"]["subject"] == ((("commonName", "orchestrator"),),)
 
 
 def test_an_unknown_server_certificate_is_refused(https_server: tuple[str, Path]) -> None:

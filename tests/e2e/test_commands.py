@@ -106,7 +106,7 @@ def test_tail_formats_json_and_pretty(server: ServerProcess, tmp_path: Path) -> 
         "DEBUG",
         "simple_compute-Environment",
         "Compute_onj8qq",
-        *"Applying function:setter on Attribute <service_name>".split(),
+        *["Applying", "function:setter", "on", "Attribute", "<service_name>"],
     ]
     assert "WORKFLOW_STARTED" in event_line and "Starting 'a4c_uninstall'" in event_line
     assert json.loads(other) == {"x": 1}

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from cfylogs.client import Backoff, Batch, ConsumerOptions, ConsumerStats, GiveUp
-from cfylogs.client import errors
+from cfylogs.client import Backoff, Batch, ConsumerOptions, ConsumerStats, GiveUp, errors
 from cfylogs.client.calls import MAX_RETRY_AFTER_SEC, error_from_answer, retry_after
 from cfylogs.client.consumer import Ack, Fetch, Handle, Register, Registered, Sleep, consumer_policy
 
