@@ -15,14 +15,23 @@ from typing import Any
 import httpx
 import yaml
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+def _find_fixtures() -> Path:
+    """`shared/fixtures` beside the repository (CI) or beside one of its parents."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "fixtures"
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("shared/fixtures not found beside the repository")
+
+
+FIXTURES = _find_fixtures()
 _LISTENING = re.compile(r"listening on (\S+) \((\w+)\)")
 
 
 def cloudify_log(seq: int | None = None) -> bytes:
     """The shared fixture event, compacted, optionally tagged with a sequence number."""
-    text = (FIXTURES / "cloudify_log.json").read_bytes() if FIXTURES.exists() else b'{"a":1}'
-    event = yaml.safe_load(text)
+    event = yaml.safe_load((FIXTURES / "cloudify_log.json").read_bytes())
     if seq is not None:
         event["seq"] = seq
     import json

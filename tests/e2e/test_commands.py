@@ -12,14 +12,7 @@ import pytest
 
 from cfylogs.client import Client
 from tests.conftest import ServerFactory
-from tests.support import ServerProcess, wait_until
-
-# The shared fixtures sit beside the checkout (/work/shared), whatever the worktree depth.
-FIXTURES = next(
-    parent / "shared" / "fixtures"
-    for parent in Path(__file__).resolve().parents
-    if (parent / "shared" / "fixtures").is_dir()
-)
+from tests.support import FIXTURES, ServerProcess, wait_until
 
 
 def cfylogs(
