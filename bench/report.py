@@ -119,6 +119,7 @@ _COLUMNS = [
     ("server_cpu_pct", "server CPU %"),
     ("client_cpu_pct", "client CPU %"),
     ("client_bound", "generator-bound"),
+    ("client_heavy", "generator > server"),
     ("runs", "runs"),
 ]
 

@@ -63,6 +63,8 @@ def cpu_fields(cpu: CpuUse) -> Measure:
         "client_cpu_pct": round(cpu.client_pct, 1),
         # One thread of load generator near a whole core: it, not the server, set the pace.
         "client_bound": cpu.client_pct >= 90.0,
+        # The generator spent more CPU than the server: its figure is a floor for the server.
+        "client_heavy": cpu.client_pct > max(cpu.server_pct, 30.0),
     }
 
 
