@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shlex
 import sys
@@ -13,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.postgres import CfylogsPostgres, postgres_server
 from bench.runner import Options, Runner
 from bench.system import ensure_commands, machine_line
-from bench.systems import Load, System
+from bench.systems import Cfylogs, Load, System
 from bench.workload import write_wrk_files
 
 
@@ -26,6 +28,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="seconds per timed load (default 5)")
     p.add_argument("--only", help="comma-separated scenarios: disk,P1,P1-paced,P2,P3,P4,P5,P6")
     p.add_argument("--no-peers", action="store_true", help="skip Redis and RabbitMQ")
+    p.add_argument("--no-postgres", action="store_true", help="skip cfylogs on PostgreSQL (P8)")
     p.add_argument(
         "--backend",
         action="append",
@@ -80,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         load = Load(files=write_wrk_files(workdir / "wrk"), duration=opts.duration)
         peers = make_peers(opts, notes)
         started = time.time()
-        rows = asyncio.run(Runner(opts, load, peers).run())
+        with contextlib.ExitStack() as stack:
+            extra: list[Cfylogs] = []
+            if not args.no_postgres:
+                pg = stack.enter_context(postgres_server(notes))
+                if pg is not None:
+                    extra.append(CfylogsPostgres("cfylogs-postgres", workdir / "pg", pg, {}))
+            rows = asyncio.run(Runner(opts, load, peers, extra).run())
     return write_report(args, opts, rows, notes, time.time() - started)
 
 

@@ -38,10 +38,14 @@ class Options:
 
 
 class Runner:
-    def __init__(self, options: Options, load: Load, peers: list[System]) -> None:
+    def __init__(
+        self, options: Options, load: Load, peers: list[System], extra: list[Cfylogs] | None = None
+    ) -> None:
         self.options = options
         self.load = load
         self.peers = peers
+        #: cfylogs on other backends (PostgreSQL), with their own start-up.
+        self.extra = extra or []
         self.rows: list[Measure] = []
 
     def log(self, text: str) -> None:
@@ -56,9 +60,10 @@ class Runner:
     def wanted(self, scenario: str) -> bool:
         return self.options.only is None or scenario in self.options.only
 
-    def cfylogs(self) -> list[Cfylogs]:
+    def cfylogs(self, kind: str) -> list[Cfylogs]:
         base = self.options.workdir / "systems"
-        return [Cfylogs(name, base / name, cfg) for name, cfg in self.options.backends.items()]
+        mine = [Cfylogs(name, base / name, cfg) for name, cfg in self.options.backends.items()]
+        return [s for s in mine + self.extra if kind in s.kinds]
 
     async def run(self) -> list[Measure]:
         steps: list[tuple[str, Callable[[], Any]]] = [
@@ -106,14 +111,14 @@ class Runner:
     async def ingest(self, scenario: str, batched: bool) -> None:
         base = self.options.workdir / "systems"
         ceiling: list[System] = [AsgiCeiling("asgi-ceiling", base / "asgi")]
-        systems = ceiling + self.cfylogs() + [p for p in self.peers if "ingest" in p.kinds]
+        systems = ceiling + self.cfylogs("ingest") + [p for p in self.peers if "ingest" in p.kinds]
         await self._each(scenario, systems, lambda s: s.ingest(self.load, batched))  # type: ignore[attr-defined]
 
     async def paced(self) -> None:
         duration = self.options.duration
         await self._each(
             "P1-paced",
-            list(self.cfylogs()),
+            list(self.cfylogs("paced")),
             lambda s: s.paced_ingest(self.options.rate, duration),  # type: ignore[attr-defined]
         )
 
@@ -125,12 +130,12 @@ class Runner:
             drained = await system.drain(filled["events"], self.options.time_limit / 2)  # type: ignore[attr-defined]
             return {**drained, "fill_events_per_sec": round(filled["fill_events_per_sec"], 1)}
 
-        systems = self.cfylogs() + [p for p in self.peers if "drain" in p.kinds]
+        systems = self.cfylogs("drain") + [p for p in self.peers if "drain" in p.kinds]
         await self._each("P3", systems, fill_then_drain)
 
     async def fanout(self) -> None:
         for r in range(self.options.rounds):
-            for system in self.cfylogs():
+            for system in self.cfylogs("fanout"):
                 for fanout in self.options.fanouts:
                     await self._fanout_once(system, fanout, r)
 
@@ -149,11 +154,11 @@ class Runner:
 
     async def e2e(self) -> None:
         duration = self.options.duration
-        systems = self.cfylogs() + [p for p in self.peers if "e2e" in p.kinds]
+        systems = self.cfylogs("e2e") + [p for p in self.peers if "e2e" in p.kinds]
         await self._each("P5", systems, lambda s: s.e2e(self.options.rate, duration))  # type: ignore[attr-defined]
 
     async def restart(self) -> None:
-        for system in self.cfylogs():
+        for system in self.cfylogs("restart"):
             try:
                 result = await self._restart_once(system)
                 self.record("P6", system.name, 0, result)

@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -87,7 +87,7 @@ class System:
     server: servers.Managed | None = field(default=None, repr=False)
 
     #: Which scenarios it takes part in.
-    kinds: tuple[str, ...] = ("ingest", "drain", "e2e", "paced")
+    kinds: ClassVar[tuple[str, ...]] = ("ingest", "drain", "e2e", "paced")
 
     async def start(self, fanout: int = 1) -> None:
         raise NotImplementedError
@@ -106,7 +106,7 @@ class System:
 class AsgiCeiling(System):
     """Ceiling (a): the same HTTP stack and parser, no storage."""
 
-    kinds = ("ingest",)
+    kinds: ClassVar[tuple[str, ...]] = ("ingest",)
 
     async def start(self, fanout: int = 1) -> None:
         self.server = servers.start_asgi_ceiling(self.workdir)
@@ -136,6 +136,8 @@ def http_ingest(system: System, load: Load, batched: bool, path: str) -> Measure
 
 class Cfylogs(System):
     """cfylogs as shipped (`storage.sync: full`), on the backend its `config` names."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("ingest", "drain", "e2e", "paced", "fanout", "restart")
 
     def __init__(self, name: str, workdir: Path, config: dict[str, Any] | None = None) -> None:
         super().__init__(name, workdir)
