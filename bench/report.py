@@ -118,6 +118,7 @@ _COLUMNS = [
     ("p99_ms", "p99 ms"),
     ("server_cpu_pct", "server CPU %"),
     ("client_cpu_pct", "client CPU %"),
+    ("others_cpu_pct", "others CPU %"),
     ("client_bound", "generator-bound"),
     ("client_heavy", "generator > server"),
     ("runs", "runs"),

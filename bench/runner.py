@@ -34,7 +34,7 @@ class Options:
     backends: dict[str, dict[str, Any]] = field(default_factory=lambda: {"cfylogs": {}})
     peers: bool = True
     only: set[str] | None = None
-    time_limit: float = 60.0
+    time_limit: float = 40.0
 
 
 class Runner:
@@ -235,6 +235,7 @@ _SHOWN = {
     "p99_ms",
     "server_cpu_pct",
     "client_cpu_pct",
+    "others_cpu_pct",
     "client_bound",
     "achieved_rate",
     "disk_bytes_per_event",

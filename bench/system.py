@@ -104,12 +104,21 @@ def disk_bytes(path: Path) -> int:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine spent busy since boot (all processes)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
 @dataclass
 class CpuUse:
     """CPU used during one measurement, in percent of one core."""
 
     server_pct: float = 0.0
     client_pct: float = 0.0
+    #: Everything else on the machine (other work sharing the cores): the noise.
+    others_pct: float = 0.0
     wall_sec: float = 0.0
 
 
@@ -126,6 +135,7 @@ def measure_cpu(server_pid: int | None, in_process_client: bool) -> Iterator[Cpu
     who = resource.RUSAGE_SELF if in_process_client else resource.RUSAGE_CHILDREN
     before = resource.getrusage(who)
     server_before = cpu_seconds(pids)
+    machine_before = machine_busy_seconds()
     start = time.monotonic()
     try:
         yield use
@@ -136,6 +146,8 @@ def measure_cpu(server_pid: int | None, in_process_client: bool) -> Iterator[Cpu
         wall = max(use.wall_sec, 1e-9)
         use.server_pct = 100.0 * (cpu_seconds(pids) - server_before) / wall
         use.client_pct = 100.0 * client / wall
+        machine = 100.0 * (machine_busy_seconds() - machine_before) / wall
+        use.others_pct = max(0.0, machine - use.server_pct - use.client_pct)
 
 
 def machine_line() -> str:

@@ -61,6 +61,7 @@ def cpu_fields(cpu: CpuUse) -> Measure:
     return {
         "server_cpu_pct": round(cpu.server_pct, 1),
         "client_cpu_pct": round(cpu.client_pct, 1),
+        "others_cpu_pct": round(cpu.others_pct, 1),
         # One thread of load generator near a whole core: it, not the server, set the pace.
         "client_bound": cpu.client_pct >= 90.0,
         # The generator spent more CPU than the server: its figure is a floor for the server.
