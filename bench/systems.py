@@ -69,6 +69,15 @@ def cpu_fields(cpu: CpuUse) -> Measure:
     }
 
 
+#: A paced send starting later than this after its schedule: the generator fell behind.
+LATE_MS = 2.0
+
+
+def late(result: Paced) -> bool:
+    """A paced run whose generator did not keep its schedule counts as generator-bound."""
+    return percentile(result.lags_ms, 99) > LATE_MS
+
+
 def paced_fields(result: Paced) -> Measure:
     return {
         "target_rate": result.target_rate,
@@ -227,7 +236,9 @@ class Cfylogs(System):
         with measure_cpu(self.pid, in_process_client=True) as cpu:
             result = await pace(rate, duration, send)
         await _close_pool(pool)
-        return {**paced_fields(result), **cpu_fields(cpu)}
+        measure = {**paced_fields(result), **cpu_fields(cpu)}
+        measure["client_bound"] = measure["client_bound"] or late(result)
+        return measure
 
     async def e2e(self, rate: float, duration: float) -> Measure:
         """Post at `rate` while a consumer long-polls: time from POST sent to event received."""
@@ -278,6 +289,7 @@ def e2e_fields(result: Paced, e2e_ms: list[float], cpu: CpuUse) -> Measure:
         "send_lag_p99_ms": round(percentile(result.lags_ms, 99), 3),
         "errors": result.errors,
         **cpu_fields(cpu),
+        "client_bound": cpu.client_pct >= 90.0 or late(result),
     }
 
 
