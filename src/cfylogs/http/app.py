@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ from cfylogs.errors import (
     StorageUnavailable,
 )
 from cfylogs.http.auth import check_bearer, check_ingest_only
+from cfylogs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from cfylogs.metrics import Metrics
 from cfylogs.models import Batch, Registration
 from cfylogs.payload import decode_body, parse_events
 from cfylogs.relay import MAX_WAIT_SEC, Relay
@@ -59,13 +62,15 @@ class HttpOptions:
 class Request:
     """What a handler needs of a request; the body is read on demand, bounded."""
 
-    __slots__ = ("_receive", "headers", "method", "path", "query", "scope")
+    __slots__ = ("_receive", "headers", "method", "path", "query", "route", "scope")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.query: bytes = scope.get("query_string", b"")
+        #: The route template once routed (metrics label; never the raw path).
+        self.route = "unmatched"
         self._receive = receive
         self.headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
@@ -101,14 +106,19 @@ class ClientGone(Exception):
 
 
 class Response:
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "content_type", "headers", "status")
 
     def __init__(
-        self, body: bytes, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        body: bytes,
+        status: int = 200,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        content_type: bytes = _JSON,
     ) -> None:
         self.body = body
         self.status = status
         self.headers = headers or []
+        self.content_type = content_type
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -129,9 +139,13 @@ Handler = Callable[[Request, list[str]], Awaitable[Response]]
 class App:
     """The ASGI application of one listener."""
 
-    def __init__(self, relay: Relay, options: HttpOptions | None = None) -> None:
+    def __init__(
+        self, relay: Relay, options: HttpOptions | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.relay = relay
         self.options = options or HttpOptions()
+        #: Shared by every listener of one relay (server.py passes one).
+        self.metrics = metrics or Metrics(relay)
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "logs"): self.ingest,
             ("GET", "logs/*"): self.fetch,
@@ -140,6 +154,8 @@ class App:
             ("GET", "registration"): self.list_registrations,
             ("DELETE", "registration/*"): self.unregister,
         }
+        #: Routes outside /api/v1, GET (and HEAD) only.
+        self._plain: dict[str, Handler] = {"health": self.health, "metrics": self.prometheus}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -147,6 +163,7 @@ class App:
             return
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
         request = Request(scope, receive)
         try:
             response = await self.dispatch(request)
@@ -158,11 +175,12 @@ class App:
             log.exception("unexpected error on %s %s", request.method, request.path)
             response = error_response(StorageUnavailable("internal error; retry shortly"))
         await _send(send, response)
+        self.metrics.observe(request.method, request.route, time.perf_counter() - started)
 
     async def dispatch(self, request: Request) -> Response:
         if self.options.ingest_only:
             check_ingest_only(request.method, request.path)
-        handler, params = self.route(request.method, request.path)
+        handler, params, request.route = self.route(request.method, request.path)
         self.authorize(request, handler)
         return await handler(request, params)
 
@@ -180,18 +198,19 @@ class App:
             token, setting = self.options.consumer_token, "security.consumer_token"
         check_bearer(request.headers.get(b"authorization"), token, setting)
 
-    def route(self, method: str, path: str) -> tuple[Handler, list[str]]:
+    def route(self, method: str, path: str) -> tuple[Handler, list[str], str]:
+        """The handler, the path parameters and the route template."""
         parts = [p for p in path.split("/") if p]
         if parts[:2] == ["api", "v1"] and len(parts) > 2:
             shape, params = _shape(parts[2:])
             handler = self._routes.get((method, shape))
             if handler is not None:
-                return handler, params
+                return handler, params, _TEMPLATES[shape]
             if any(s == shape for (_, s) in self._routes):
                 raise MethodNotAllowed(f"{method} is not allowed on {path}")
-        elif parts == ["health"]:
+        elif len(parts) == 1 and parts[0] in self._plain:
             if method in ("GET", "HEAD"):
-                return self.health, []
+                return self._plain[parts[0]], [], "/" + parts[0]
             raise MethodNotAllowed(f"{method} is not allowed on {path}")
         raise NotFound(f"No such endpoint: {method} {path}")
 
@@ -255,6 +274,9 @@ class App:
         }
         return json_response(body, 200 if status.ok else 503)
 
+    async def prometheus(self, request: Request, _: list[str]) -> Response:
+        return Response(await self.metrics.render(), content_type=METRICS_CONTENT_TYPE.encode())
+
 
 def render_batch(batch: Batch | None) -> bytes:
     """`{"id": N, "entries": [...]}` from the stored bytes, the same every time."""
@@ -284,6 +306,16 @@ def client_subject(scope: Scope) -> str | None:
     """The subject of a verified client certificate (mutual TLS), if any."""
     subject = scope.get("extensions", {}).get("tls", {}).get("client_subject")
     return str(subject) if subject else None
+
+
+#: Route templates by shape, for metrics labels (and the OpenAPI paths).
+_TEMPLATES = {
+    "logs": "/api/v1/logs",
+    "logs/*": "/api/v1/logs/{id}",
+    "logs/*/ack/*": "/api/v1/logs/{id}/ack/{batchId}",
+    "registration": "/api/v1/registration",
+    "registration/*": "/api/v1/registration/{id}",
+}
 
 
 def _shape(parts: list[str]) -> tuple[str, list[str]]:
@@ -344,7 +376,7 @@ def _integer(query: dict[str, str], key: str, low: int, high: int | None) -> int
 
 async def _send(send: Send, response: Response) -> None:
     headers = [
-        (b"content-type", _JSON),
+        (b"content-type", response.content_type),
         (b"content-length", str(len(response.body)).encode()),
         *response.headers,
     ]

@@ -22,6 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cfylogs.config import Settings
 from cfylogs.http.app import App, HttpOptions
+from cfylogs.metrics import Metrics
 from cfylogs.relay import Relay, RelayOptions
 from cfylogs.storage import create_storage
 from cfylogs.tls import build_server_context, peer_subject
@@ -115,7 +116,8 @@ def build_listeners(
     if settings.ssl_enabled and ssl_context is None:
         ssl_context = build_server_context(settings)
     main = bind(settings.server_address, settings.server_port)
-    listeners = [Listener("api", App(relay, http_options(settings)), main, ssl_context)]
+    metrics = Metrics(relay)
+    listeners = [Listener("api", App(relay, http_options(settings), metrics), main, ssl_context)]
     if ssl_context is not None:
         # Cloudify's Logstash cannot push over HTTPS: it keeps a plain port, for ingest only.
         try:
@@ -123,7 +125,7 @@ def build_listeners(
         except OSError:
             main.close()
             raise
-        ingest = App(relay, http_options(settings, ingest_only=True))
+        ingest = App(relay, http_options(settings, ingest_only=True), metrics)
         listeners.append(Listener("http", ingest, plain))
     return listeners
 
