@@ -36,6 +36,8 @@ from cfylogs.payload import decode_body, parse_events
 from cfylogs.relay import MAX_WAIT_SEC, Relay
 
 log = logging.getLogger(__name__)
+#: `server.access_log`: one line per request (method, path, status, duration; no header).
+access_log = logging.getLogger("cfylogs.access")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -57,6 +59,7 @@ class HttpOptions:
     #: `security.ingest_token` / `security.consumer_token`, UTF-8 (None: no token asked).
     ingest_token: bytes | None = field(default=None, repr=False)
     consumer_token: bytes | None = field(default=None, repr=False)
+    access_log: bool = False
 
 
 class Request:
@@ -175,7 +178,10 @@ class App:
             log.exception("unexpected error on %s %s", request.method, request.path)
             response = error_response(StorageUnavailable("internal error; retry shortly"))
         await _send(send, response)
-        self.metrics.observe(request.method, request.route, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(request.method, request.route, elapsed)
+        if self.options.access_log:
+            _log_access(request, response.status, elapsed)
 
     async def dispatch(self, request: Request) -> Response:
         if self.options.ingest_only:
@@ -372,6 +378,29 @@ def _integer(query: dict[str, str], key: str, low: int, high: int | None) -> int
         bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
         raise BadRequest(f"?{key}= must be an integer {bound}")
     return int(raw)
+
+
+def _log_access(request: Request, status: int, elapsed: float) -> None:
+    """Method, path, status and duration: headers (tokens) and bodies (events) stay out."""
+    client = request.scope.get("client")
+    peer = f"{client[0]}:{client[1]}" if client else "-"
+    fields = {
+        "client": peer,
+        "method": request.method,
+        "path": request.path,
+        "route": request.route,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 3),
+    }
+    access_log.info(
+        "%s %s %s %d %.1fms",
+        peer,
+        request.method,
+        request.path,
+        status,
+        elapsed * 1000,
+        extra={"fields": fields},
+    )
 
 
 async def _send(send: Send, response: Response) -> None:

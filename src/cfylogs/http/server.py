@@ -106,6 +106,7 @@ def http_options(settings: Settings, ingest_only: bool = False) -> HttpOptions:
         ingest_only=ingest_only,
         ingest_token=token(settings.security_ingest_token),
         consumer_token=token(settings.security_consumer_token),
+        access_log=settings.server_access_log,
     )
 
 
@@ -136,7 +137,7 @@ def _uvicorn_config(settings: Settings, listener: Listener) -> uvicorn.Config:
         loop="none",
         http=_TlsHttpToolsProtocol if listener.ssl_context else "httptools",
         lifespan="off",
-        access_log=settings.server_access_log,
+        access_log=False,  # ours (HttpOptions.access_log) also has the duration
         log_config=None,
         timeout_keep_alive=settings.server_keep_alive_sec,
         timeout_graceful_shutdown=settings.server_shutdown_timeout_sec,
@@ -153,6 +154,7 @@ async def serve(settings: Settings) -> None:
     ssl_context = build_server_context(settings)  # before the store: a bad keystore opens nothing
     relay = Relay(create_storage(settings), relay_options(settings))
     await relay.start()
+    log.info("storage %s ready%s", settings.storage_backend, _where(settings))
     try:
         listeners = build_listeners(settings, relay, ssl_context)
     except BaseException:
@@ -188,6 +190,11 @@ async def serve(settings: Settings) -> None:
             loop.remove_signal_handler(signum)
         await relay.stop()
         log.info("stopped")
+
+
+def _where(settings: Settings) -> str:
+    # Never the PostgreSQL DSN: it may hold a password.
+    return f" under {settings.home_directory}" if settings.storage_backend == "sqlite" else ""
 
 
 async def _wait_started(servers: list[_Server], tasks: list[asyncio.Task[None]]) -> None:
