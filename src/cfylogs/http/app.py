@@ -32,6 +32,7 @@ from cfylogs.http.auth import check_bearer, check_ingest_only
 from cfylogs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cfylogs.metrics import Metrics
 from cfylogs.models import Batch, Registration
+from cfylogs.openapi import OPENAPI
 from cfylogs.payload import decode_body, parse_events
 from cfylogs.relay import MAX_WAIT_SEC, Relay
 
@@ -49,6 +50,7 @@ _EMPTY_BATCH = b"{}"
 _MAX_REGISTRATION_BODY = 64 * 1024
 _MAX_ID_LENGTH = 200
 _encode = msgspec.json.Encoder().encode
+_OPENAPI_JSON = _encode(OPENAPI)
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,11 @@ class App:
             ("DELETE", "registration/*"): self.unregister,
         }
         #: Routes outside /api/v1, GET (and HEAD) only.
-        self._plain: dict[str, Handler] = {"health": self.health, "metrics": self.prometheus}
+        self._plain: dict[str, Handler] = {
+            "health": self.health,
+            "metrics": self.prometheus,
+            "openapi.json": self.openapi,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -194,9 +200,10 @@ class App:
         """Tokens: ingest_token for ingest, consumer_token for the rest of /api.
 
         /health stays open: probes and load balancers call it without
-        credentials, and it shows no event, registration or id.
+        credentials, and it shows no event, registration or id; so does the
+        OpenAPI document, which describes the API and holds no data.
         """
-        if handler == self.health:
+        if handler in (self.health, self.openapi):
             return
         if handler == self.ingest:
             token, setting = self.options.ingest_token, "security.ingest_token"
@@ -279,6 +286,9 @@ class App:
             "uptime_sec": round(self.relay.clock() - self.relay.started_at, 3),
         }
         return json_response(body, 200 if status.ok else 503)
+
+    async def openapi(self, request: Request, _: list[str]) -> Response:
+        return Response(_OPENAPI_JSON)
 
     async def prometheus(self, request: Request, _: list[str]) -> Response:
         return Response(await self.metrics.render(), content_type=METRICS_CONTENT_TYPE.encode())
