@@ -65,6 +65,36 @@ def serve(config_path: Path | None, log_level: str | None, log_format: str | Non
         sys.exit(EXIT_FAILURE)
 
 
+@main.command()
+@click.argument(
+    "path",
+    required=False,
+    type=click.Path(path_type=Path),
+    default=Path("alien4cloud-cfy-logs-config.yml"),
+)
+@click.option("--force", is_flag=True, help="Overwrite the file if it exists.")
+def init(path: Path, force: bool) -> None:
+    """Write a commented default config file at PATH (a file, or a directory to put it in).
+
+    \b
+    Examples:
+      cfylogs init
+      cfylogs init /etc/cfylogs/
+      cfylogs init ./config/alien4cloud-cfy-logs-config.yml --force
+    """
+    from cfylogs.configfile import write_default_config
+
+    try:
+        written = write_default_config(path, force)
+    except FileExistsError as exc:
+        click.echo(f"{exc.args[0]} exists; use --force to overwrite it", err=True)
+        sys.exit(EXIT_FAILURE)
+    except OSError as exc:
+        click.echo(f"cannot write {path}: {exc.strerror}", err=True)
+        sys.exit(EXIT_FAILURE)
+    click.echo(f"wrote {written}")
+
+
 def _run(coro: object) -> None:
     try:
         import uvloop
