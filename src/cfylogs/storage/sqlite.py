@@ -50,6 +50,7 @@ from cfylogs.errors import (
     RelayError,
     StorageCorrupt,
     StorageUnavailable,
+    StoreInUse,
 )
 from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
 from cfylogs.storage.base import Storage, StorageLimits, check_legacy_batches
@@ -344,7 +345,7 @@ class SqliteStorage(Storage):
         except OSError:
             os.close(self._lock_fd)
             self._lock_fd = None
-            raise StorageCorrupt(
+            raise StoreInUse(
                 f"home_directory {self.home} is in use by another cfylogs process; "
                 "each relay needs its own home_directory (or share PostgreSQL instead)"
             ) from None
