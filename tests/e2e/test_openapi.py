@@ -9,6 +9,7 @@ would hold every `?wait=` long poll open).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 
+from cfylogs.http.app import App, _template
 from cfylogs.openapi import OPENAPI
+from cfylogs.relay import Relay
+from cfylogs.storage.sqlite import SqliteStorage
 from tests.support import Api, ServerProcess
 
 schema = schemathesis.openapi.from_dict(OPENAPI)
@@ -50,6 +54,14 @@ def test_the_served_document_is_the_module_one(live: tuple[ServerProcess, str]) 
     assert r.json() == OPENAPI
     served = {(m.upper(), p) for p, ops in r.json()["paths"].items() for m in ops}
     assert ("POST", "/api/v1/logs") in served and ("GET", "/metrics") in served
+
+
+def test_every_route_is_documented(tmp_path: Path) -> None:
+    app = App(Relay(SqliteStorage(tmp_path)))  # never opened: only its routing table is read
+    served = {(method, _template(shape)) for method, shape in app._routes}
+    served |= {("GET", f"/{name}") for name in app._plain}
+    documented = {(m.upper(), p) for p, ops in OPENAPI["paths"].items() for m in ops}
+    assert served == documented
 
 
 @schema.parametrize()

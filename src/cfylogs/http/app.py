@@ -218,7 +218,7 @@ class App:
             shape, params = _shape(parts[2:])
             handler = self._routes.get((method, shape))
             if handler is not None:
-                return handler, params, _TEMPLATES[shape]
+                return handler, params, _template(shape)
             if any(s == shape for (_, s) in self._routes):
                 raise MethodNotAllowed(f"{method} is not allowed on {path}")
         elif len(parts) == 1 and parts[0] in self._plain:
@@ -332,6 +332,11 @@ _TEMPLATES = {
     "registration": "/api/v1/registration",
     "registration/*": "/api/v1/registration/{id}",
 }
+
+
+def _template(shape: str) -> str:
+    # A route added without a template still gets a bounded label.
+    return _TEMPLATES.get(shape) or "/api/v1/" + shape.replace("*", "{param}")
 
 
 def _shape(parts: list[str]) -> tuple[str, list[str]]:
