@@ -140,7 +140,15 @@ _INGEST: Schema = {
         "content": {
             "application/json": {
                 "schema": {"oneOf": [_ref("Event"), {"type": "array", "items": _ref("Event")}]}
-            }
+            },
+            "application/x-ndjson": {
+                "schema": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _ref("Event"),
+                    "description": "Sent as one JSON object per line (newline-delimited JSON).",
+                }
+            },
         },
     },
     "responses": {

@@ -8,6 +8,7 @@ would hold every `?wait=` long poll open).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,14 @@ from cfylogs.storage.sqlite import SqliteStorage
 from tests.support import Api, ServerProcess
 
 schema = schemathesis.openapi.from_dict(OPENAPI)
+
+
+@schemathesis.serializer("application/x-ndjson")
+def _ndjson(ctx: Any, events: Any) -> bytes | None:
+    if not isinstance(events, list):  # no body, or a deliberately wrong one
+        return None if events is None else json.dumps(events).encode()
+    return b"".join(json.dumps(event).encode() + b"\n" for event in events)
+
 
 CHECKS = [
     schemathesis.checks.not_a_server_error,
