@@ -74,19 +74,20 @@ class LegacyRegistration:
 
 @dataclass
 class LegacyHome:
+    """The registration ids; their batches are read one registration at a time."""
+
     path: Path
-    registrations: list[LegacyRegistration] = field(default_factory=list)
+    registration_ids: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     #: Harmless oddities (empty batch files, stray files), shown for completeness.
     notes: list[Problem] = field(default_factory=list)
 
 
 def read_legacy_home(path: Path) -> LegacyHome:
-    """Read everything, import nothing. Raises `LegacyError` if registrations.json is unusable."""
-    home = LegacyHome(path)
+    """The ids and the unlisted directories. Raises `LegacyError` if registrations.json is
+    unusable (then nothing is imported)."""
     ids = _registration_ids(path / REGISTRATIONS_FILE)
-    for registration_id in ids:
-        home.registrations.append(_read_registration(home, registration_id))
+    home = LegacyHome(path, ids)
     for child in sorted(path.iterdir()):
         if child.is_dir() and child.name not in ids:
             batches = sorted(child.glob("*.json"))
@@ -111,7 +112,8 @@ def _registration_ids(path: Path) -> list[str]:
     return list(dict.fromkeys(data))  # in order, once each
 
 
-def _read_registration(home: LegacyHome, registration_id: str) -> LegacyRegistration:
+def read_registration(home: LegacyHome, registration_id: str) -> LegacyRegistration:
+    """One registration's batches, in memory only while it is imported; problems noted."""
     reg = LegacyRegistration(registration_id)
     directory = home.path / registration_id
     if not directory.is_dir():
@@ -151,7 +153,8 @@ def _read_batch(home: LegacyHome, batch_id: int, path: Path) -> LegacyBatch | No
 
 @dataclass
 class ImportResult:
-    adopted: list[LegacyRegistration] = field(default_factory=list)
+    #: (id, batches, events) of each registration adopted.
+    adopted: list[tuple[str, int, int]] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
 
 
@@ -170,7 +173,8 @@ async def import_home(
     result = ImportResult()
     known = {r.id for r in await store.registrations()} if store is not None and dry_run else set()
     verb = "would adopt" if dry_run else "adopted"
-    for reg in home.registrations:
+    for registration_id in home.registration_ids:
+        reg = read_registration(home, registration_id)
         if dry_run:
             fresh = reg.id not in known
         else:
@@ -178,7 +182,7 @@ async def import_home(
             batches = [(b.id, b.entries) for b in reg.batches]
             fresh = await store.adopt(reg.id, batches, now)
         if fresh:
-            result.adopted.append(reg)
+            result.adopted.append((reg.id, len(reg.batches), reg.events))
             echo(f"{verb} {reg.id}: {reg.describe()}")
         else:
             result.existing.append(reg.id)
@@ -190,8 +194,8 @@ def summary(home: LegacyHome, result: ImportResult, dry_run: bool) -> list[str]:
     """The closing lines: problems first (to stderr), then the totals."""
     lines = [f"NOT IMPORTED {p.path}: {p.reason}" for p in home.problems]
     lines += [f"note {p.path}: {p.reason}" for p in home.notes]
-    batches = sum(len(r.batches) for r in result.adopted)
-    events = sum(r.events for r in result.adopted)
+    batches = sum(b for _, b, _ in result.adopted)
+    events = sum(e for _, _, e in result.adopted)
     lines.append(
         f"{'would adopt' if dry_run else 'adopted'} {len(result.adopted)} registrations "
         f"({batches} batches, {events} events); {len(result.existing)} already present; "

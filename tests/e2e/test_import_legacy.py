@@ -74,6 +74,8 @@ def test_import_then_serve_delivers_the_legacy_batches_then_new_ones(
 
     again = run_import(server, legacy)
     assert "adopted 0 registrations" in again.stdout and "3 already present" in again.stdout
+    replan = run_import(server, legacy, "--dry-run")
+    assert f"skipped {A}: already in the store" in replan.stdout
 
     server.start()
     with server.client() as client:
