@@ -90,9 +90,9 @@ class RelayCollector(Collector):
 
 def _counters(counters: RelayCounters) -> Iterator[Metric]:
     for item in fields(counters):
-        yield CounterMetricFamily(
-            f"cfylogs_{item.name}", _COUNTERS[item.name], value=getattr(counters, item.name)
-        )
+        # A counter added to the relay without help text here is still exported.
+        text = _COUNTERS.get(item.name) or item.name.replace("_", " ").capitalize() + "."
+        yield CounterMetricFamily(f"cfylogs_{item.name}", text, value=getattr(counters, item.name))
 
 
 def _store(status: StoreStatus) -> Iterator[Metric]:
