@@ -19,12 +19,11 @@ import asyncio
 import contextlib
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bench import servers
 from bench.pacing import pace, percentile
@@ -61,7 +60,7 @@ def available_peers(base: Path, notes: list[str]) -> list[System]:
 
 
 class RedisStreams(System):
-    kinds = ("ingest", "drain", "e2e")
+    kinds: ClassVar[tuple[str, ...]] = ("ingest", "drain", "e2e", "fanout")
 
     async def start(self, fanout: int = 1) -> None:
         import redis.asyncio as aioredis
@@ -72,10 +71,10 @@ class RedisStreams(System):
         for i in range(fanout):  # like a registration: sees only what comes after it
             await self.client.xgroup_create(STREAM, f"g{i}", id="$", mkstream=True)
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
         if self.server is not None:
             await self.client.aclose()
-        await super().stop()
+        await super().halt()
 
     def _benchmark(self, connections: int, pipeline: int, count: int) -> tuple[Measure, float]:
         cmd = [
@@ -97,6 +96,7 @@ class RedisStreams(System):
         _, rate = self._benchmark(conns, pipeline, conns * pipeline * 10)
         count = max(conns * pipeline, int(rate * load.duration))
         measure, _ = self._benchmark(conns, pipeline, count)
+        measure["stored_events"] = int(await self.client.xlen(STREAM))  # the probe's too
         return measure
 
     async def fill(self, count: int, load: Load, time_limit: float) -> Measure:
@@ -155,7 +155,7 @@ class RedisStreams(System):
 
 
 class RabbitMq(System):
-    kinds = ("ingest", "drain", "e2e")
+    kinds: ClassVar[tuple[str, ...]] = ("ingest", "drain", "e2e", "fanout")
 
     async def start(self, fanout: int = 1) -> None:
         import aio_pika
@@ -171,12 +171,11 @@ class RabbitMq(System):
             await queue.bind(exchange)
         await channel.close()
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
         if self.server is not None:
             await self.conn.close()
             servers.stop_rabbitmq(self.server)
             self.server = None
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def _exchange(self) -> Any:
         channel = await self.conn.channel(publisher_confirms=True)

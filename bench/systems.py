@@ -106,11 +106,20 @@ class System:
     async def start(self, fanout: int = 1) -> None:
         raise NotImplementedError
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
+        """Stop the server, keeping its data (to measure it on disk)."""
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+    async def stop(self) -> None:
+        await self.halt()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def data_dir(self) -> Path:
+        """Everything this system keeps on disk."""
+        return self.workdir
 
     @property
     def pid(self) -> int | None:
@@ -152,6 +161,10 @@ class Cfylogs(System):
     """cfylogs as shipped (`storage.sync: full`), on the backend its `config` names."""
 
     kinds: ClassVar[tuple[str, ...]] = ("ingest", "drain", "e2e", "paced", "fanout", "restart")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home
 
     def __init__(self, name: str, workdir: Path, config: dict[str, Any] | None = None) -> None:
         super().__init__(name, workdir)
@@ -309,5 +322,5 @@ async def _close_pool(pool: asyncio.Queue[Conn]) -> None:
         await pool.get_nowait().close()
 
 
-def disk_per_event(system: Cfylogs, events: int) -> float:
-    return disk_bytes(system.home) / max(events, 1)
+def disk_per_event(system: System, events: int) -> float:
+    return disk_bytes(system.data_dir) / max(events, 1)
