@@ -82,7 +82,7 @@ class RedisStreams(System):
             "-c", str(connections), "-n", str(count), "-P", str(pipeline), "--csv",
             "XADD", STREAM, "*", "e", event(0).decode(),
         ]  # fmt: skip
-        with measure_cpu(self.pid, in_process_client=False) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=False) as cpu:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         numbers = [float(x) for x in re.findall(r'"([\d.]+)"', out.splitlines()[-1])[-7:]]
         rps, _avg, _min, p50, _p95, p99, _max = numbers
@@ -108,7 +108,7 @@ class RedisStreams(System):
     async def drain(self, count: int, time_limit: float) -> Measure:
         received = 0
         deadline = time.monotonic() + time_limit
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             while received < count and time.monotonic() < deadline:
                 answer: Any = await self.client.xreadgroup("g0", "c", {STREAM: ">"}, count=FETCH)
                 if not answer:
@@ -146,7 +146,7 @@ class RedisStreams(System):
                 e2e_ms.extend((now - sent_at[SEQ.decode(f[b"e"]).seq]) * 1000 for _, f in entries)
                 await consumer.xack(STREAM, "g0", *(entry_id for entry_id, _ in entries))
 
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             reader = asyncio.create_task(consume())
             result = await pace(rate, duration, send)
             await asyncio.wait_for(reader, 30)
@@ -203,7 +203,7 @@ class RabbitMq(System):
                 latencies.append((time.perf_counter() - began) * 1000)
             await channel.close()
 
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             await asyncio.gather(*(producer() for _ in range(conns)))
         events = len(latencies) * size
         return {
@@ -263,7 +263,7 @@ class RabbitMq(System):
         return received
 
     async def drain(self, count: int, time_limit: float) -> Measure:
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             received = await self._consume(count, lambda body: None, time_limit)
         return {
             "events_per_sec": round(received / cpu.wall_sec, 1),
@@ -283,7 +283,7 @@ class RabbitMq(System):
         def on_body(body: bytes) -> None:
             e2e_ms.append((time.perf_counter() - sent_at[SEQ.decode(body).seq]) * 1000)
 
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             # Per-message acks here: waiting for 1000 would hold the last events of a burst.
             total = int(rate * duration)
             reader = asyncio.create_task(self._consume(total, on_body, duration + 30, ack_every=1))

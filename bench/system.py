@@ -128,7 +128,7 @@ class CpuUse:
 
 
 @contextmanager
-def measure_cpu(server_pid: int | None, in_process_client: bool) -> Iterator[CpuUse]:
+def measure_cpu(server_pids: list[int], in_process_client: bool) -> Iterator[CpuUse]:
     """Server CPU from /proc; client CPU from rusage of this process or of waited children.
 
     A load generator run as a subprocess (wrk, redis-benchmark) is waited for
@@ -136,7 +136,7 @@ def measure_cpu(server_pid: int | None, in_process_client: bool) -> Iterator[Cpu
     runs in this process and shows in RUSAGE_SELF.
     """
     use = CpuUse()
-    pids = process_tree(server_pid) if server_pid else []
+    pids = [pid for root in server_pids for pid in process_tree(root)]
     who = resource.RUSAGE_SELF if in_process_client else resource.RUSAGE_CHILDREN
     before = resource.getrusage(who)
     server_before = cpu_seconds(pids)

@@ -125,6 +125,11 @@ class System:
     def pid(self) -> int | None:
         return self.server.pid if self.server else None
 
+    @property
+    def cpu_pids(self) -> list[int]:
+        """The processes (with their children) whose CPU is the system's."""
+        return [self.server.pid] if self.server else []
+
 
 class AsgiCeiling(System):
     """Ceiling (a): the same HTTP stack and parser, no storage."""
@@ -143,7 +148,7 @@ def http_ingest(system: System, load: Load, batched: bool, path: str) -> Measure
     conns = load.batch_connections if batched else load.single_connections
     body = load.files["batch" if batched else "single"]
     result = run_wrk(
-        system.server.url + path, load.files["lua"], body, conns, load.duration, system.pid
+        system.server.url + path, load.files["lua"], body, conns, load.duration, system.cpu_pids
     )
     per_request = BATCH if batched else 1
     return {
@@ -222,7 +227,7 @@ class Cfylogs(System):
         received = 0
         deadline = time.monotonic() + time_limit
         try:
-            with measure_cpu(self.pid, in_process_client=True) as cpu:
+            with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
                 while received < count and time.monotonic() < deadline:
                     body = await conn.ok("GET", f"/api/v1/logs/{reg}?max={FETCH}")
                     if body == b"{}":
@@ -250,7 +255,7 @@ class Cfylogs(System):
             finally:
                 pool.put_nowait(conn)
 
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             result = await pace(rate, duration, send)
         await _close_pool(pool)
         measure = {**paced_fields(result), **cpu_fields(cpu)}
@@ -285,7 +290,7 @@ class Cfylogs(System):
                 e2e_ms.extend((now - sent_at[e.seq]) * 1000 for e in batch.entries)
                 await consumer.ok("DELETE", f"/api/v1/logs/{reg}/ack/{batch.id}")
 
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             reader = asyncio.create_task(consume())
             result = await pace(rate, duration, send)
             await asyncio.wait_for(reader, 30)
