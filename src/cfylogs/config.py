@@ -389,6 +389,13 @@ class Settings:
         Size(0),
         "Refuse ingest (503) while less disk space is free (0: only when the disk is full).",
     )
+    storage_disk_reserve_bytes: int = setting(
+        "storage.disk_reserve_bytes",
+        4 * 1024**2,
+        Size(0),
+        "Embedded store: disk space booked in a file, given up when the disk is full so that "
+        "consumers can still acknowledge (0: none).",
+    )
     storage_postgres_dsn: str | None = setting(
         "storage.postgres.dsn", None, OptStr(), "PostgreSQL connection string (libpq format)."
     )

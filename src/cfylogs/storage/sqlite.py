@@ -23,6 +23,7 @@ import asyncio
 import bisect
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import logging
 import os
@@ -51,6 +52,7 @@ from cfylogs.errors import (
 )
 from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
 from cfylogs.storage.base import Storage, StorageLimits
+from cfylogs.storage.reserve import DiskReserve
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ T = TypeVar("T")
 
 DB_FILE = "cfylogs.sqlite3"
 LOCK_FILE = "cfylogs.lock"
+RESERVE_FILE = "cfylogs.reserve"
 SCHEMA_VERSION = 1
 #: Appends coalesced into one chunk stop growing it past this size.
 MAX_CHUNK_BYTES = 32 * 1024**2
@@ -227,8 +230,11 @@ class SqliteStorage(Storage):
         sync: str = "full",
         limits: StorageLimits | None = None,
         readers: int = 2,
+        reserve_bytes: int = 0,
     ) -> None:
         self.home = Path(home)
+        self._reserve = DiskReserve(self.home / RESERVE_FILE, reserve_bytes)
+        self._reclaim = False
         self.limits = limits or StorageLimits()
         self._page_size = 4096
         self._dropped_unreported: dict[str, int] = {}
@@ -279,6 +285,8 @@ class SqliteStorage(Storage):
                 f"home_directory {self.home} is in use by another cfylogs process; "
                 "each relay needs its own home_directory (or share PostgreSQL instead)"
             ) from None
+        if not self._reserve.acquire():
+            log.warning("not enough free space for the disk reserve; ingest waits for space")
         try:
             self._write_conn = self._connect()
             self._init_schema()
@@ -378,7 +386,7 @@ class SqliteStorage(Storage):
     def _writer_loop(self) -> None:
         stopping = False
         while not stopping:
-            if time.monotonic() - self._maintained_at > MAINTENANCE_EVERY:
+            if self._reclaim or time.monotonic() - self._maintained_at > MAINTENANCE_EVERY:
                 self._maintain()
             try:
                 first = self._queue.get(timeout=FLUSH_INTERVAL)
@@ -411,6 +419,8 @@ class SqliteStorage(Storage):
         except Exception as exc:
             error = StorageUnavailable(f"the store cannot take this now: {exc}")
             error.__cause__ = exc
+            if _is_disk_full(exc):
+                self._reserve.release()  # room for the acks and fetches below
             outcomes = [(op.future, None, error) for op in ops if op.events is not None]
             others = [op for op in ops if op.events is None]
             # A full disk refuses the appends; acks and fetches, which let consumers
@@ -491,6 +501,13 @@ class SqliteStorage(Storage):
         active = txn.active_regs()
         if not active:
             return [(AppendOutcome(0, len(op.events or ())), None) for op in ops]
+        if not self._reserve.acquire():
+            self._reclaim = True  # the writer gives drained pages back to the disk next
+            full = StorageUnavailable(
+                f"the disk under {self.home} is full; ingest resumes by itself once "
+                "consumers catch up or space is freed"
+            )
+            return [(None, full) for _ in ops]
         free = self._free_bytes() if self.limits.min_free_bytes else None
         results: list[tuple[AppendOutcome | None, RelayError | None]] = []
         accepted: list[bytes] = []
@@ -654,10 +671,14 @@ class SqliteStorage(Storage):
         self._maintained_at = time.monotonic()
         self._flush_last_seen()
         conn = self._write_conn
+        # The disk is full (reserve given up): every free page helps ingest resume.
+        reclaim, self._reclaim = self._reclaim, False
         try:
             free = conn.execute("PRAGMA freelist_count").fetchone()[0]
             total = conn.execute("PRAGMA page_count").fetchone()[0]
-            if free * 2 > total and free * self._page_size > VACUUM_MIN_BYTES:
+            if (reclaim and free) or (
+                free * 2 > total and free * self._page_size > VACUUM_MIN_BYTES
+            ):
                 pages = min(free // 2, VACUUM_SLICE_BYTES // self._page_size)
                 conn.execute(f"PRAGMA incremental_vacuum({int(pages)})")
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -985,6 +1006,13 @@ class SqliteStorage(Storage):
             return disk, shutil.disk_usage(self.home).free
         except OSError:
             return disk, None
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    code = getattr(exc, "sqlite_errorcode", None)  # an extended code: the primary is its low byte
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
 
 
 def _never_called(txn: _Txn) -> AppendOutcome:  # appends run on the writer's coalescing path
