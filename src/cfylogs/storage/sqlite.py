@@ -272,6 +272,11 @@ class SqliteStorage(Storage):
             self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._lock_fd = os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
+            if self.home.exists() and not self.home.is_dir():
+                raise StorageCorrupt(
+                    f"home_directory {self.home} is a file, not a directory; "
+                    "point home_directory at a directory (it is created if missing)"
+                ) from None
             raise StorageCorrupt(
                 f"home_directory {self.home}: cannot use it ({exc.strerror}); "
                 "check that it exists and that this user may write to it"
@@ -285,9 +290,9 @@ class SqliteStorage(Storage):
                 f"home_directory {self.home} is in use by another cfylogs process; "
                 "each relay needs its own home_directory (or share PostgreSQL instead)"
             ) from None
-        if not self._reserve.acquire():
-            log.warning("not enough free space for the disk reserve; ingest waits for space")
         try:
+            _check_not_truncated(self.path)
+            self._check_ours()
             self._write_conn = self._connect()
             self._init_schema()
             self._load_mirror()
@@ -297,6 +302,8 @@ class SqliteStorage(Storage):
                 f"{self.path}: the database cannot be used ({exc}). Nothing was changed; "
                 "move the file aside to start empty, or restore it from a backup"
             ) from None
+        if not self._reserve.acquire():
+            log.warning("not enough free space for the disk reserve; ingest waits for space")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -312,15 +319,34 @@ class SqliteStorage(Storage):
             self._connections.append(conn)
         return conn
 
+    def _check_ours(self) -> None:
+        """Read-only look at an existing file: a foreign or newer one is refused untouched
+        (opening it for writing would already switch its journal mode)."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "meta" not in tables:
+                if tables:
+                    raise StorageCorrupt(f"{self.path} is an SQLite database not made by cfylogs")
+                return
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        finally:
+            conn.close()
+        version = row[0] if row else None
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise StorageCorrupt(
+                f"{self.path} was written by a newer cfylogs (schema {version}, this one "
+                f"knows {SCHEMA_VERSION}); run that version, or a later one, on it"
+            )
+
     def _init_schema(self) -> None:
         conn = self._write_conn
         has_meta = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
         ).fetchone()
-        if has_meta is None:
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables:
-                raise StorageCorrupt(f"{self.path} is an SQLite database not made by cfylogs")
+        if has_meta is None:  # a new file (`_check_ours` refused any other)
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
             conn.executescript(
                 f"BEGIN IMMEDIATE; {_SCHEMA}; INSERT INTO meta (key, value) VALUES "
@@ -328,12 +354,6 @@ class SqliteStorage(Storage):
             )
             log.info("created the embedded store %s", self.path)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        version = meta.get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise StorageCorrupt(
-                f"{self.path} was written by a newer cfylogs (schema {version}, this one "
-                f"knows {SCHEMA_VERSION}); run that version, or a later one, on it"
-            )
         self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         self._head = int(meta["head_seq"])
         self._head_byte = int(meta["head_byte"])
@@ -1006,6 +1026,30 @@ class SqliteStorage(Storage):
             return disk, shutil.disk_usage(self.home).free
         except OSError:
             return disk, None
+
+
+def _check_not_truncated(path: Path) -> None:
+    """Refuse a database file shorter than its own header says (cut by a copy or a disk).
+
+    SQLite would open it and fail only when a missing page is read, maybe
+    much later; the header's page count is exact whenever its "valid for"
+    counter matches the change counter (every write since SQLite 3.7.0).
+    """
+    try:
+        with path.open("rb") as file:
+            header = file.read(100)
+            size = os.fstat(file.fileno()).st_size
+    except FileNotFoundError:
+        return
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        return  # sqlite3 itself says "file is not a database"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if header[24:28] == header[92:96] and pages * page_size > size:
+        raise sqlite3.DatabaseError(
+            f"the file is truncated: {size} bytes where its header says {pages * page_size}"
+        )
 
 
 def _is_disk_full(exc: BaseException) -> bool:
