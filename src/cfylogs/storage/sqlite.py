@@ -50,7 +50,14 @@ from cfylogs.errors import (
     StorageCorrupt,
     StorageUnavailable,
 )
-from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
+from cfylogs.models import (
+    AckResult,
+    AppendOutcome,
+    Batch,
+    DeadLetter,
+    Registration,
+    StoreStatus,
+)
 from cfylogs.storage.base import Storage, StorageLimits
 from cfylogs.storage.reserve import DiskReserve
 
@@ -105,6 +112,18 @@ CREATE TABLE registrations (
     redeliveries       INTEGER NOT NULL DEFAULT 0,
     dropped            INTEGER NOT NULL DEFAULT 0,
     start_byte         INTEGER NOT NULL DEFAULT 0  -- byte position of the backlog's start
+);
+"""
+
+
+#: Added after schema 1 without a version bump: created on open when missing, and
+#: ignored by a cfylogs that predates it.
+_DEAD_LETTERS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    reason      TEXT NOT NULL,
+    event       BLOB NOT NULL
 );
 """
 
@@ -353,6 +372,7 @@ class SqliteStorage(Storage):
                 f"('schema_version', {SCHEMA_VERSION}), ('head_seq', 0), ('head_byte', 0); COMMIT;"
             )
             log.info("created the embedded store %s", self.path)
+        conn.executescript(_DEAD_LETTERS_SCHEMA)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         self._head = int(meta["head_seq"])
@@ -1017,6 +1037,91 @@ class SqliteStorage(Storage):
         disk, free = await asyncio.to_thread(self._disk_usage)
         return StoreStatus(self.name, ok, detail, events, nbytes, disk, free, head)
 
+    # --- dead letters
+
+    async def append_dead_letters(
+        self, letters: Sequence[tuple[bytes, str]], now: float, max_kept: int
+    ) -> int:
+        if not letters:
+            return 0
+        size = sum(len(event) for event, _ in letters)
+
+        def run(txn: _Txn) -> int:
+            free = self._free_bytes() if self.limits.min_free_bytes else None
+            refusal = self._refusal(txn, [], len(letters), size, free)
+            if refusal is not None:
+                raise refusal
+            txn.conn.executemany(
+                "INSERT INTO dead_letters (received_at, reason, event) VALUES (?, ?, ?)",
+                [(now, reason, event) for event, reason in letters],
+            )
+            if max_kept <= 0:
+                return 0
+            over = txn.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0] - max_kept
+            if over <= 0:
+                return 0
+            txn.conn.execute(
+                "DELETE FROM dead_letters WHERE id IN "
+                "(SELECT id FROM dead_letters ORDER BY id LIMIT ?)",
+                (over,),
+            )
+            return int(over)
+
+        return await self._submit(run)
+
+    async def list_dead_letters(self, after_id: int, limit: int) -> list[DeadLetter]:
+        def read(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                "SELECT id, event, reason, received_at FROM dead_letters WHERE id > ? "
+                "ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+            return [DeadLetter(int(i), bytes(e), str(r), float(t)) for i, e, r, t in rows]
+
+        return await self._read(read)
+
+    async def count_dead_letters(self) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+        return await self._read(read)
+
+    async def replay_dead_letters(self, ids: Sequence[int], now: float) -> AppendOutcome:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return AppendOutcome(0, 0)
+        marks = ", ".join("?" * len(wanted))
+
+        def run(txn: _Txn) -> AppendOutcome:
+            rows = txn.conn.execute(
+                f"SELECT id, event FROM dead_letters WHERE id IN ({marks}) ORDER BY id", wanted
+            ).fetchall()
+            events = [bytes(event) for _, event in rows]
+            if not events:
+                return AppendOutcome(0, 0)
+            # The append path itself, so replayed events meet the same limits as ingest.
+            probe = _Op(_never_called, _NO_FUTURE, events, sum(map(len, events)), now)
+            [(outcome, refusal)] = self._append_run(txn, [probe])
+            if refusal is not None:
+                raise refusal
+            assert outcome is not None
+            if outcome.stored:
+                txn.conn.execute(f"DELETE FROM dead_letters WHERE id IN ({marks})", wanted)
+            return outcome
+
+        return await self._submit(run)
+
+    async def purge_dead_letters(self, ids: Sequence[int] | None) -> int:
+        def run(txn: _Txn) -> int:
+            if ids is None:
+                return int(txn.conn.execute("DELETE FROM dead_letters").rowcount)
+            wanted = sorted(set(ids))
+            marks = ", ".join("?" * len(wanted))
+            deleted = txn.conn.execute(f"DELETE FROM dead_letters WHERE id IN ({marks})", wanted)
+            return int(deleted.rowcount)
+
+        return await self._submit(run)
+
     def _disk_usage(self) -> tuple[int, int | None]:
         disk = 0
         for suffix in ("", "-wal", "-shm"):
@@ -1057,6 +1162,11 @@ def _is_disk_full(exc: BaseException) -> bool:
         return exc.errno == errno.ENOSPC
     code = getattr(exc, "sqlite_errorcode", None)  # an extended code: the primary is its low byte
     return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
+#: The writer answers through the op that carries the transaction; a replay's inner
+#: append is answered with it, so its own future is never used.
+_NO_FUTURE: Any = None
 
 
 def _never_called(txn: _Txn) -> AppendOutcome:  # appends run on the writer's coalescing path
