@@ -396,6 +396,19 @@ class Settings:
         "Embedded store: disk space booked in a file, given up when the disk is full so that "
         "consumers can still acknowledge (0: none).",
     )
+    ingest_accept: str = setting(
+        "ingest.accept",
+        "any",
+        Choice(("any", "cloudify")),
+        "any: every JSON object goes to consumers; cloudify: only Cloudify logs and events, "
+        "the rest to the dead letters (see docs/RELIABILITY.md).",
+    )
+    ingest_max_dead_letters: int = setting(
+        "ingest.max_dead_letters",
+        100_000,
+        Int(0),
+        "Most dead letters kept; beyond, the oldest are deleted, counted and logged (0: no cap).",
+    )
     storage_postgres_dsn: str | None = setting(
         "storage.postgres.dsn", None, OptStr(), "PostgreSQL connection string (libpq format)."
     )

@@ -79,6 +79,8 @@ def relay_options(settings: Settings) -> RelayOptions:
         lease_duration_sec=settings.lease_duration_sec,
         lease_check_every_sec=settings.lease_check_every_sec,
         revive_expired=settings.lease_revive_expired,
+        accept=settings.ingest_accept,
+        max_dead_letters=settings.ingest_max_dead_letters,
     )
 
 
