@@ -15,9 +15,17 @@ CLIENTS = 300
 LONG_POLLS = 20
 
 
-async def _producer(http: httpx.AsyncClient, p: int, acked: list[int], stop: asyncio.Event) -> None:
+class Load:
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+        self.busy = asyncio.Event()  # every client has had answers: all are sending
+        self.stop = asyncio.Event()
+
+
+async def _producer(http: httpx.AsyncClient, p: int, load: Load) -> None:
+    acked = load.acked
     i = 0
-    while not stop.is_set():
+    while not load.stop.is_set():
         seqs = [p * 1_000_000 + i + k for k in range(3)]
         i += 3
         body = json.dumps([{"s": s} for s in seqs])
@@ -27,6 +35,8 @@ async def _producer(http: httpx.AsyncClient, p: int, acked: list[int], stop: asy
             return  # the listener closed: not acknowledged
         if r.status_code == 200:
             acked.extend(seqs)
+            if len(acked) >= 3 * CLIENTS:
+                load.busy.set()
         elif r.status_code != 503:  # 503 while stopping is back-pressure, retried by Logstash
             raise AssertionError(f"unexpected {r.status_code}: {r.text}")
 
@@ -40,20 +50,18 @@ async def _long_poll(http: httpx.AsyncClient, registration_id: str) -> int:
 
 
 async def _load_then_sigterm(server: ServerProcess, waiter: str) -> tuple[list[int], int]:
-    acked: list[int] = []
-    stop = asyncio.Event()
+    load = Load()
     limits = httpx.Limits(max_connections=CLIENTS + LONG_POLLS)
     async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as http:
         polls = [asyncio.create_task(_long_poll(http, waiter)) for _ in range(LONG_POLLS)]
-        tasks = [asyncio.create_task(_producer(http, p, acked, stop)) for p in range(CLIENTS)]
-        while len(acked) < 3 * CLIENTS:  # every client has had answers: all are busy
-            await asyncio.sleep(0.01)
+        tasks = [asyncio.create_task(_producer(http, p, load)) for p in range(CLIENTS)]
+        await asyncio.wait_for(load.busy.wait(), 60)
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)  # hundreds of requests in flight right now
         exit_code = await asyncio.to_thread(server.wait_exit, 60)
-        stop.set()
+        load.stop.set()
         await asyncio.gather(*tasks, *polls)
-    return acked, exit_code
+    return load.acked, exit_code
 
 
 def test_sigterm_under_load_keeps_every_acknowledged_event_and_exits_0(
