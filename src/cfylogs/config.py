@@ -396,6 +396,13 @@ class Settings:
         "Embedded store: disk space booked in a file, given up when the disk is full so that "
         "consumers can still acknowledge (0: none).",
     )
+    server_request_timeout_sec: int = setting(
+        "server.request_timeout_sec",
+        60,
+        Int(1, 3600),
+        "Longest a client may take to send a request's headers and body (then 408 and the "
+        "connection is closed).",
+    )
     ingest_accept: str = setting(
         "ingest.accept",
         "any",
