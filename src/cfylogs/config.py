@@ -417,7 +417,11 @@ class Settings:
         "Most dead letters kept; beyond, the oldest are deleted, counted and logged (0: no cap).",
     )
     storage_postgres_dsn: str | None = setting(
-        "storage.postgres.dsn", None, OptStr(), "PostgreSQL connection string (libpq format)."
+        "storage.postgres.dsn",
+        None,
+        OptStr(),
+        "PostgreSQL connection string (libpq format).",
+        secret=True,  # it may hold a password
     )
 
     security_ingest_token: str | None = setting(
@@ -456,6 +460,8 @@ class SettingInfo:
     kind: Kind
     default: Any
     help: str
+    #: Kept out of reprs, logs and error messages.
+    secret: bool = False
 
     @property
     def env(self) -> str:
@@ -464,7 +470,9 @@ class SettingInfo:
 
 def settings_table() -> list[SettingInfo]:
     return [
-        SettingInfo(f.name, f.metadata["key"], f.metadata["kind"], f.default, f.metadata["help"])
+        SettingInfo(
+            f.name, f.metadata["key"], f.metadata["kind"], f.default, f.metadata["help"], not f.repr
+        )
         for f in dataclasses.fields(Settings)
         if f.metadata.get("key")
     ]
@@ -560,7 +568,8 @@ def _parse(info: SettingInfo, raw: Any, where: str) -> Any:
     try:
         return info.kind.parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{where}: invalid value for {info.key}: {exc}") from None
+        reason = f"expected {info.kind.describe} (value not shown)" if info.secret else exc
+        raise ConfigError(f"{where}: invalid value for {info.key}: {reason}") from None
 
 
 def _check_consistency(s: Settings) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from cfylogs.accept import split
-from cfylogs.errors import RegistrationExpired, RegistrationNotFound
+from cfylogs.errors import RegistrationExpired, RegistrationNotFound, StorageUnavailable
 from cfylogs.models import AckResult, AppendOutcome, Batch, DeadLetter, Registration, StoreStatus
 from cfylogs.storage.base import Storage
 
@@ -49,6 +49,7 @@ class RelayCounters:
     """Monotonic counters since start, read by metrics and /health."""
 
     events_received: int = 0
+    bytes_received: int = 0
     events_stored: int = 0
     events_discarded: int = 0
     events_delivered: int = 0
@@ -61,6 +62,8 @@ class RelayCounters:
     registrations_removed: int = 0
     registrations_expired: int = 0
     registrations_revived: int = 0
+    #: Ingest requests answered 503 (watermark, reject policy, store down).
+    ingests_refused: int = 0
     events_dead_lettered: int = 0
     dead_letters_dropped: int = 0
     dead_letters_replayed: int = 0
@@ -107,6 +110,8 @@ class Relay:
         self.started_at = clock()
         self._wakeup = _Wakeup()
         self._closing = False
+        #: True while ingest is refused (back-pressure), so it is logged once on and off.
+        self.back_pressure = False
         self._reaper: asyncio.Task[None] | None = None
 
     # --- life cycle
@@ -148,11 +153,18 @@ class Relay:
     async def ingest(self, events: Sequence[bytes]) -> IngestResult:
         """Store the events durably: for consumers, or (ingest.accept) as dead letters."""
         self.counters.events_received += len(events)
+        self.counters.bytes_received += sum(map(len, events))
         kept, refused = split(events, self.options.accept)
-        if refused:
-            # First: if this fails the request is refused whole and retried, never half lost.
-            await self._dead_letter(refused)
-        outcome = await self.storage.append(kept, self.clock())
+        try:
+            if refused:
+                # First: if this fails the request is refused whole and retried, never half lost.
+                await self._dead_letter(refused)
+            outcome = await self.storage.append(kept, self.clock())
+        except StorageUnavailable as exc:
+            self.counters.ingests_refused += 1
+            self._set_back_pressure(True, exc.message)
+            raise
+        self._set_back_pressure(False)
         self.counters.events_stored += outcome.stored
         self.counters.events_discarded += outcome.discarded
         if outcome.stored:
@@ -285,6 +297,16 @@ class Relay:
                 await self.expire_leases()
             except Exception:  # keep reaping; the store may come back
                 log.exception("lease check failed")
+
+    def _set_back_pressure(self, on: bool, reason: str = "") -> None:
+        """Log the edges only: under back-pressure Logstash retries every request."""
+        if on == self.back_pressure:
+            return
+        self.back_pressure = on
+        if on:
+            log.warning("back-pressure on: ingest answers 503 (%s)", reason)
+        else:
+            log.info("back-pressure off: ingest accepted again")
 
     def _count_delivery(self, batch: Batch) -> None:
         c = self.counters

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,11 +29,16 @@ from cfylogs.errors import (
     StorageUnavailable,
 )
 from cfylogs.http.auth import check_bearer, check_ingest_only
+from cfylogs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from cfylogs.metrics import Metrics
 from cfylogs.models import Batch, Registration
+from cfylogs.openapi import OPENAPI
 from cfylogs.payload import decode_body, parse_events
 from cfylogs.relay import MAX_WAIT_SEC, Relay
 
 log = logging.getLogger(__name__)
+#: `server.access_log`: one line per request (method, path, status, duration; no header).
+access_log = logging.getLogger("cfylogs.access")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,10 +50,13 @@ _EMPTY_BATCH = b"{}"
 _MAX_REGISTRATION_BODY = 64 * 1024
 _MAX_ID_LENGTH = 200
 _encode = msgspec.json.Encoder().encode
+_OPENAPI_JSON = _encode(OPENAPI)
 Raw = msgspec.Raw
 _REPLAY = ["dead-letters", "replay"]
 DEFAULT_DEAD_LETTER_PAGE = 100
 MAX_DEAD_LETTER_PAGE = 1000
+#: Largest id SQLite and PostgreSQL store (64-bit signed).
+MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -58,18 +67,21 @@ class HttpOptions:
     #: `security.ingest_token` / `security.consumer_token`, UTF-8 (None: no token asked).
     ingest_token: bytes | None = field(default=None, repr=False)
     consumer_token: bytes | None = field(default=None, repr=False)
+    access_log: bool = False
 
 
 class Request:
     """What a handler needs of a request; the body is read on demand, bounded."""
 
-    __slots__ = ("_receive", "headers", "method", "path", "query", "scope")
+    __slots__ = ("_receive", "headers", "method", "path", "query", "route", "scope")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.query: bytes = scope.get("query_string", b"")
+        #: The route template once routed (metrics label; never the raw path).
+        self.route = "unmatched"
         self._receive = receive
         self.headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
@@ -105,14 +117,19 @@ class ClientGone(Exception):
 
 
 class Response:
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "content_type", "headers", "status")
 
     def __init__(
-        self, body: bytes, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        body: bytes,
+        status: int = 200,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        content_type: bytes = _JSON,
     ) -> None:
         self.body = body
         self.status = status
         self.headers = headers or []
+        self.content_type = content_type
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -133,9 +150,13 @@ Handler = Callable[[Request, list[str]], Awaitable[Response]]
 class App:
     """The ASGI application of one listener."""
 
-    def __init__(self, relay: Relay, options: HttpOptions | None = None) -> None:
+    def __init__(
+        self, relay: Relay, options: HttpOptions | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.relay = relay
         self.options = options or HttpOptions()
+        #: Shared by every listener of one relay (server.py passes one).
+        self.metrics = metrics or Metrics(relay)
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "logs"): self.ingest,
             ("GET", "logs/*"): self.fetch,
@@ -147,6 +168,12 @@ class App:
             ("POST", "dead-letters/replay"): self.replay_dead_letters,
             ("DELETE", "dead-letters"): self.purge_dead_letters,
         }
+        #: Routes outside /api/v1, GET (and HEAD) only.
+        self._plain: dict[str, Handler] = {
+            "health": self.health,
+            "metrics": self.prometheus,
+            "openapi.json": self.openapi,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -154,6 +181,7 @@ class App:
             return
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
         request = Request(scope, receive)
         try:
             response = await self.dispatch(request)
@@ -165,11 +193,15 @@ class App:
             log.exception("unexpected error on %s %s", request.method, request.path)
             response = error_response(StorageUnavailable("internal error; retry shortly"))
         await _send(send, response)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(request.method, request.route, elapsed)
+        if self.options.access_log:
+            _log_access(request, response.status, elapsed)
 
     async def dispatch(self, request: Request) -> Response:
         if self.options.ingest_only:
             check_ingest_only(request.method, request.path)
-        handler, params = self.route(request.method, request.path)
+        handler, params, request.route = self.route(request.method, request.path)
         self.authorize(request, handler)
         return await handler(request, params)
 
@@ -177,9 +209,10 @@ class App:
         """Tokens: ingest_token for ingest, consumer_token for the rest of /api.
 
         /health stays open: probes and load balancers call it without
-        credentials, and it shows no event, registration or id.
+        credentials, and it shows no event, registration or id; so does the
+        OpenAPI document, which describes the API and holds no data.
         """
-        if handler == self.health:
+        if handler in (self.health, self.openapi):
             return
         if handler == self.ingest:
             token, setting = self.options.ingest_token, "security.ingest_token"
@@ -187,18 +220,19 @@ class App:
             token, setting = self.options.consumer_token, "security.consumer_token"
         check_bearer(request.headers.get(b"authorization"), token, setting)
 
-    def route(self, method: str, path: str) -> tuple[Handler, list[str]]:
+    def route(self, method: str, path: str) -> tuple[Handler, list[str], str]:
+        """The handler, the path parameters and the route template."""
         parts = [p for p in path.split("/") if p]
         if parts[:2] == ["api", "v1"] and len(parts) > 2:
             shape, params = _shape(parts[2:])
             handler = self._routes.get((method, shape))
             if handler is not None:
-                return handler, params
+                return handler, params, _template(shape)
             if any(s == shape for (_, s) in self._routes):
                 raise MethodNotAllowed(f"{method} is not allowed on {path}")
-        elif parts == ["health"]:
+        elif len(parts) == 1 and parts[0] in self._plain:
             if method in ("GET", "HEAD"):
-                return self.health, []
+                return self._plain[parts[0]], [], "/" + parts[0]
             raise MethodNotAllowed(f"{method} is not allowed on {path}")
         raise NotFound(f"No such endpoint: {method} {path}")
 
@@ -252,7 +286,7 @@ class App:
 
     async def list_dead_letters(self, request: Request, _: list[str]) -> Response:
         query = request.params()
-        after = _integer(query, "after", 0, None) or 0
+        after = _integer(query, "after", 0, MAX_ID) or 0
         limit = _integer(query, "limit", 1, MAX_DEAD_LETTER_PAGE) or DEFAULT_DEAD_LETTER_PAGE
         total, letters = await self.relay.dead_letters(after, limit)
         page = [
@@ -295,6 +329,12 @@ class App:
         }
         return json_response(body, 200 if status.ok else 503)
 
+    async def openapi(self, request: Request, _: list[str]) -> Response:
+        return Response(_OPENAPI_JSON)
+
+    async def prometheus(self, request: Request, _: list[str]) -> Response:
+        return Response(await self.metrics.render(), content_type=METRICS_CONTENT_TYPE.encode())
+
 
 def render_batch(batch: Batch | None) -> bytes:
     """`{"id": N, "entries": [...]}` from the stored bytes, the same every time."""
@@ -326,6 +366,23 @@ def client_subject(scope: Scope) -> str | None:
     return str(subject) if subject else None
 
 
+#: Route templates by shape, for metrics labels (and the OpenAPI paths).
+_TEMPLATES = {
+    "logs": "/api/v1/logs",
+    "logs/*": "/api/v1/logs/{id}",
+    "logs/*/ack/*": "/api/v1/logs/{id}/ack/{batchId}",
+    "registration": "/api/v1/registration",
+    "registration/*": "/api/v1/registration/{id}",
+    "dead-letters": "/api/v1/dead-letters",
+    "dead-letters/replay": "/api/v1/dead-letters/replay",
+}
+
+
+def _template(shape: str) -> str:
+    # A route added without a template still gets a bounded label.
+    return _TEMPLATES.get(shape) or "/api/v1/" + shape.replace("*", "{param}")
+
+
 def _shape(parts: list[str]) -> tuple[str, list[str]]:
     """`logs/abc/ack/3` -> (`logs/*/ack/*`, [abc, 3])."""
     fixed = {"logs", "registration", "ack", "dead-letters"}
@@ -353,13 +410,12 @@ def _dead_letter_selection(body: bytes) -> list[int] | None:
 
 
 def _id_list(values: list[Any]) -> list[int]:
-    try:
-        ids = [int(v) for v in values if not isinstance(v, bool)]
-    except (TypeError, ValueError):
-        raise BadRequest("dead-letter ids are integers") from None
-    if len(ids) != len(values) or len(ids) > MAX_DEAD_LETTER_PAGE:
+    ids = [v for v in values if type(v) is int or (isinstance(v, str) and _is_digits(v))]
+    if not 0 < len(ids) == len(values) <= MAX_DEAD_LETTER_PAGE:
         raise BadRequest(f"send from 1 to {MAX_DEAD_LETTER_PAGE} integer dead-letter ids")
-    return ids
+    if not all(0 <= int(v) <= MAX_ID for v in ids):
+        raise BadRequest(f"dead-letter ids are integers from 0 to {MAX_ID}")
+    return [int(v) for v in ids]
 
 
 def _registration_id(raw: str) -> str:
@@ -395,19 +451,47 @@ def _number(query: dict[str, str], key: str, low: float, high: float) -> float:
     return value
 
 
+def _is_digits(text: str) -> bool:
+    # str.isdigit() alone also takes "²", which int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def _integer(query: dict[str, str], key: str, low: int, high: int | None) -> int | None:
     if key not in query:
         return None
     raw = query[key]
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+    if not _is_digits(raw) or int(raw) < low or (high is not None and int(raw) > high):
         bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
         raise BadRequest(f"?{key}= must be an integer {bound}")
     return int(raw)
 
 
+def _log_access(request: Request, status: int, elapsed: float) -> None:
+    """Method, path, status and duration: headers (tokens) and bodies (events) stay out."""
+    client = request.scope.get("client")
+    peer = f"{client[0]}:{client[1]}" if client else "-"
+    fields = {
+        "client": peer,
+        "method": request.method,
+        "path": request.path,
+        "route": request.route,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 3),
+    }
+    access_log.info(
+        "%s %s %s %d %.1fms",
+        peer,
+        request.method,
+        request.path,
+        status,
+        elapsed * 1000,
+        extra={"fields": fields},
+    )
+
+
 async def _send(send: Send, response: Response) -> None:
     headers = [
-        (b"content-type", _JSON),
+        (b"content-type", response.content_type),
         (b"content-length", str(len(response.body)).encode()),
         *response.headers,
     ]
