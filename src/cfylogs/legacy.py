@@ -98,6 +98,11 @@ def read_legacy_home(path: Path) -> LegacyHome:
     return home
 
 
+def is_legacy_home(path: Path) -> bool:
+    """Whether `path` holds the Java server's state (its registrations.json)."""
+    return (path / REGISTRATIONS_FILE).is_file()
+
+
 def _registration_ids(path: Path) -> list[str]:
     try:
         data = msgspec.json.decode(path.read_bytes())

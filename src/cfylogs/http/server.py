@@ -220,6 +220,7 @@ def _uvicorn_config(settings: Settings, listener: Listener) -> uvicorn.Config:
 async def serve(settings: Settings) -> None:
     """Open the store, serve until SIGTERM/SIGINT, drain, close. Raises on start-up errors."""
     ssl_context = build_server_context(settings)  # before the store: a bad keystore opens nothing
+    _hint_legacy_home(settings)
     relay = Relay(create_storage(settings), relay_options(settings))
     await relay.start()
     log.info("storage %s ready%s", settings.storage_backend, _where(settings))
@@ -258,6 +259,26 @@ async def serve(settings: Settings) -> None:
             loop.remove_signal_handler(signum)
         await relay.stop()
         log.info("stopped")
+
+
+def _hint_legacy_home(settings: Settings) -> None:
+    """The Java server's home is the default home_directory too: say what is not served."""
+    from cfylogs.legacy import is_legacy_home
+    from cfylogs.storage.sqlite import DB_FILE
+
+    home = settings.home_directory
+    if (
+        settings.storage_backend == "sqlite"
+        and is_legacy_home(home)
+        and not (home / DB_FILE).exists()
+    ):
+        log.warning(
+            "%s holds the Java alien4cloud-cfy-logs state: its registrations and pending "
+            "batches are not served until imported; stop cfylogs and run "
+            "`cfylogs import-legacy %s` (see docs/MIGRATION.md)",
+            home,
+            home,
+        )
 
 
 def _where(settings: Settings) -> str:
