@@ -30,7 +30,7 @@ def cloudify_refusal(raw: bytes) -> str | None:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return "not a JSON object"
     kind = event.get("type")
-    if kind not in _KIND_FIELD:
+    if not isinstance(kind, str) or kind not in _KIND_FIELD:  # a list is not even hashable
         return 'type is not "cloudify_log" or "cloudify_event"'
     if not isinstance(event.get("context"), dict):
         return "context is not an object"

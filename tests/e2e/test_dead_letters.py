@@ -64,6 +64,13 @@ def test_only_cloudify_events_reach_consumers_and_the_rest_is_answered_200(
         ]
 
 
+def test_dead_letters_are_counted_in_metrics(server: ServerProcess) -> None:
+    with _client(server) as client:
+        Api(client).push(LOG, *JUNK)
+        metrics = client.get("/metrics").text
+    assert f"cfylogs_events_dead_lettered_total {len(JUNK)}.0" in metrics
+
+
 def test_dead_letters_are_behind_the_consumer_token(server: ServerProcess) -> None:
     with server.client() as client:
         assert client.get("/api/v1/dead-letters").status_code == 401

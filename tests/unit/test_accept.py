@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cfylogs.accept import cloudify_refusal, split
 from tests.support import FIXTURES
@@ -48,3 +50,18 @@ def test_split_keeps_order_and_any_keeps_all() -> None:
         [(junk, 'type is not "cloudify_log" or "cloudify_event"')],
     )
     assert split([junk], "any") == ([junk], [])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.sampled_from([*LOG, *EVENT, "x"]), json_values), st.booleans())
+def test_any_object_gets_an_answer_never_an_error(extra: dict[str, Any], log: bool) -> None:
+    """Fixture-shaped objects with random fields replaced: accepted or a reason, no crash."""
+    event = {**(LOG if log else EVENT), **extra}
+    refusal = cloudify_refusal(_raw(event))
+    assert refusal is None or isinstance(refusal, str)

@@ -11,11 +11,14 @@ ingest stays refused until the file can be booked again (space came back).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class DiskReserve:
@@ -35,10 +38,16 @@ class DiskReserve:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        except OSError:
+        except OSError as exc:
             with contextlib.suppress(OSError):
                 self.path.unlink()
-            return False
+            if exc.errno in _NO_SPACE:
+                return False
+            # Any other failure is this file system's, not a lack of space: a relay that
+            # refused ingest for ever over it would be worse than one without a reserve.
+            log.warning("cannot book the disk reserve %s (%s); going on without it", self.path, exc)
+            self.size = 0
+            return True
         self._held = True
         return True
 
