@@ -63,11 +63,10 @@ def cpu_fields(cpu: CpuUse, events: int = 0) -> Measure:
     per_event = {}
     if events:
         loop_us = cpu.main_thread_pct / 100 * cpu.wall_sec * 1e6
-        per_event = {
-            "server_cpu_us_per_event": round(cpu.server_us / events, 1),
+        per_event = {"server_cpu_us_per_event": round(cpu.server_us / events, 1)}
+        if loop_us > 0:  # 0: a launcher script whose children do the work (RabbitMQ)
             # The event loop's share; the rest is other threads (the SQLite writer, readers).
-            "main_thread_us_per_event": round(loop_us / events, 1),
-        }
+            per_event["main_thread_us_per_event"] = round(loop_us / events, 1)
     return {
         **per_event,
         "server_cpu_pct": round(cpu.server_pct, 1),
