@@ -22,6 +22,7 @@ test: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+	scripts/ensure-postgres.sh
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
