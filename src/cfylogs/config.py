@@ -390,7 +390,18 @@ class Settings:
         "Refuse ingest (503) while less disk space is free (0: only when the disk is full).",
     )
     storage_postgres_dsn: str | None = setting(
-        "storage.postgres.dsn", None, OptStr(), "PostgreSQL connection string (libpq format)."
+        "storage.postgres.dsn",
+        None,
+        OptStr(),
+        "PostgreSQL connection string (libpq format), e.g. "
+        "`host=db port=5432 dbname=cfylogs user=cfylogs password=...`; never logged.",
+        secret=True,
+    )
+    storage_postgres_pool_size: int = setting(
+        "storage.postgres.pool_size",
+        10,
+        Int(1),
+        "Most connections one relay opens to PostgreSQL (one more listens for new events).",
     )
 
     security_ingest_token: str | None = setting(

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from cfylogs.storage.base import Storage, StorageLimits
+from cfylogs.storage.postgres import PostgresStorage
 from cfylogs.storage.sqlite import SqliteStorage
+from tests.pgserver import PgServer
 
 
 @dataclass
@@ -37,16 +39,28 @@ class Backend:
             await store.close()
 
 
-def _sqlite(tmp_path: Path) -> Backend:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend("sqlite", lambda limits: SqliteStorage(tmp_path / "home", "full", limits))
 
 
-BACKENDS: dict[str, Callable[[Path], Backend]] = {"sqlite": _sqlite}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """A fresh schema of the session's server per test: stores opened together share it."""
+    server: PgServer = request.getfixturevalue("pg_server")
+    dsn = server.create_schema()
+    return Backend(
+        "postgres", lambda limits: PostgresStorage(dsn, "full", limits), local_disk=False
+    )
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    made = BACKENDS[request.param](tmp_path)
+    made = BACKENDS[request.param](request, tmp_path)
     yield made
     await made.close_all()
 

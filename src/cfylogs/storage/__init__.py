@@ -24,6 +24,15 @@ def create_storage(settings: Settings) -> Storage:
         return SqliteStorage(
             settings.home_directory, sync=settings.storage_sync, limits=storage_limits(settings)
         )
+    if settings.storage_backend == "postgres" and settings.storage_postgres_dsn:
+        from cfylogs.storage.postgres import PostgresStorage
+
+        return PostgresStorage(
+            settings.storage_postgres_dsn,
+            sync=settings.storage_sync,
+            limits=storage_limits(settings),
+            pool_size=settings.storage_postgres_pool_size,
+        )
     raise ConfigError(
         f"{settings.source}: storage.backend {settings.storage_backend!r} is not available"
     )

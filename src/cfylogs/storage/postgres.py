@@ -1,0 +1,643 @@
+"""The shared backend: one PostgreSQL database for several relay processes.
+
+Model (tables prefixed `cfylogs_`, so the database may be one that other
+applications use, e.g. the Cloudify manager's own)
+- `cfylogs_head`: a single row, the next seq and the event bytes ever stored.
+- `cfylogs_events`: one row per event, stored once whatever the number of
+  registrations; `byte` is the event bytes stored before it, so a backlog's
+  size is a subtraction.
+- `cfylogs_registrations`: per consumer, a cursor (first seq not yet handed
+  out) and the pending batch `[pending_start, cursor)` whose id is
+  `next_batch_id - 1`.
+
+Concurrency between instances
+- Appends take the head row with `UPDATE ... RETURNING` and hold its lock
+  until they commit. Seq numbers are therefore handed out in commit order:
+  a reader that sees seq n committed has seen every seq below n, and never
+  cuts a batch past a gap that a slower transaction would fill later (which
+  a plain SEQUENCE would allow, and which would lose events for good). The
+  price is that appends from every instance take turns, one commit each;
+  batched ingest (one COPY per request) keeps that cheap.
+- Every operation naming a registration first locks its row (the same
+  `UPDATE` that renews its lease), so two instances never cut overlapping
+  batches, and the second of two concurrent fetches hands out the batch the
+  first one cut: same id, same bytes.
+- Rows are locked in one order (head, then registrations by id), so
+  instances cannot deadlock one another.
+- Appends `NOTIFY` in their transaction; a dedicated `LISTEN` connection
+  wakes the long-polls of this process when another instance ingested.
+Every driver error leaves as `StorageUnavailable` (503, retried by Logstash);
+the pool replaces broken connections, so the relay recovers by itself when
+the database comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from cfylogs.errors import (
+    BatchNotDelivered,
+    ConfigError,
+    Conflict,
+    RegistrationExpired,
+    RegistrationNotFound,
+    StorageCorrupt,
+    StorageUnavailable,
+)
+from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
+from cfylogs.storage.base import Storage, StorageLimits
+from cfylogs.storage.postgres_schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+AConn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+#: First key of our advisory locks (second: the schema), "cfyl" in ASCII.
+LOCK_SPACE = 0x6366796C
+MIGRATE_LOCK = 1
+GC_LOCK = 2
+#: Seconds an operation waits for a connection before answering 503.
+ACQUIRE_TIMEOUT = 5.0
+#: Seconds /health waits for the database.
+STATUS_TIMEOUT = 2.0
+#: Seconds start-up waits for the database before giving up.
+OPEN_TIMEOUT = 30.0
+#: The listener checks its idle connection this often (seconds).
+LISTEN_PING_EVERY = 10.0
+#: libpq settings of every connection: notice a dead peer in seconds, not hours.
+CONNECT_KWARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "application_name": "cfylogs",
+}
+
+_REG_COLUMNS = (
+    "id, name, client_subject, created_at, last_seen, active, cursor, next_batch_id, "
+    "pending_start, pending_deliveries, redeliveries, dropped"
+)
+_BACKLOG_START = "coalesce(r.pending_start, r.cursor)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Reg:
+    """A registration row, as read under its lock."""
+
+    id: str
+    name: str | None
+    client_subject: str | None
+    created_at: float
+    last_seen: float
+    active: bool
+    cursor: int
+    next_batch_id: int
+    pending_start: int | None
+    pending_deliveries: int
+    redeliveries: int
+    dropped: int
+
+    @property
+    def pending_id(self) -> int | None:
+        return None if self.pending_start is None else self.next_batch_id - 1
+
+    def public(self, **backlog: Any) -> Registration:
+        return Registration(
+            id=self.id,
+            name=self.name,
+            created_at=self.created_at,
+            last_seen=self.last_seen,
+            client_subject=self.client_subject,
+            pending_batch_id=self.pending_id,
+            pending_deliveries=self.pending_deliveries,
+            redeliveries=self.redeliveries,
+            dropped_events=self.dropped,
+            **backlog,
+        )
+
+
+class PostgresStorage(Storage):
+    name = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        sync: str = "full",
+        limits: StorageLimits | None = None,
+        pool_size: int = 10,
+    ) -> None:
+        self.dsn = dsn
+        self.sync = sync
+        self.limits = limits or StorageLimits()
+        self.pool_size = pool_size
+        #: Tells our own notifications from other instances'.
+        self.instance = uuid.uuid4().hex
+        self._pool: AsyncConnectionPool[AConn] | None = None
+        self._channel = "cfylogs_events"
+        self._callbacks: list[Callable[[], None]] = []
+        self._listener: asyncio.Task[None] | None = None
+        self._failure: str | None = None
+
+    def __repr__(self) -> str:  # the DSN may hold a password: never show it
+        return f"PostgresStorage(pool_size={self.pool_size})"
+
+    # --- life cycle
+
+    async def open(self) -> None:
+        pool: AsyncConnectionPool[AConn] = AsyncConnectionPool(
+            self.dsn,
+            kwargs={"autocommit": True, **CONNECT_KWARGS},
+            min_size=1,
+            max_size=self.pool_size,
+            open=False,
+            configure=self._configure,
+            check=AsyncConnectionPool.check_connection,
+            timeout=ACQUIRE_TIMEOUT,
+            name="cfylogs",
+        )
+        try:
+            await pool.open(wait=True, timeout=OPEN_TIMEOUT)
+        except PoolTimeout:
+            await pool.close()
+            raise ConfigError(
+                f"storage.postgres.dsn: cannot connect to PostgreSQL within {OPEN_TIMEOUT:.0f}s; "
+                "check that the server runs, that the DSN's host, port, user and database are "
+                "right, and that pg_hba.conf lets this host in"
+            ) from None
+        self._pool = pool
+        try:
+            async with pool.connection() as conn:
+                await self._migrate(conn)
+                schema = await _one(conn, "SELECT current_schema()")
+        except psycopg.Error as exc:
+            await self.close()
+            raise ConfigError(f"storage.postgres.dsn: cannot prepare the database: {exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
+        # One channel per schema: deployments sharing a database do not wake each other.
+        self._channel = f"cfylogs_{schema}"[:63]
+        self._listener = asyncio.create_task(self._listen(), name="cfylogs-pg-listen")
+
+    async def _configure(self, conn: AConn) -> None:
+        if self.sync != "full":
+            # Survives a crash of the relay (PostgreSQL has the commit), not of the database.
+            await conn.execute("SET synchronous_commit = off")
+
+    async def _migrate(self, conn: AConn) -> None:
+        """Bring the schema to the newest version; one instance at a time does it."""
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                (LOCK_SPACE + MIGRATE_LOCK,),
+            )
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS cfylogs_migrations ("
+                " version integer PRIMARY KEY,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = await _one(conn, "SELECT coalesce(max(version), 0) FROM cfylogs_migrations")
+            if applied > len(MIGRATIONS):
+                raise StorageCorrupt(
+                    f"the database was migrated by a newer cfylogs (schema {applied}, this one "
+                    f"knows {len(MIGRATIONS)}); run that version, or a later one, on it"
+                )
+            for version, statements in enumerate(MIGRATIONS[applied:], start=applied + 1):
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO cfylogs_migrations (version) VALUES (%s)", (version,)
+                )
+                log.info("PostgreSQL schema migrated to version %d", version)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def on_new_events(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    # --- cross-instance wake-ups
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own; reconnect with backoff when it drops."""
+        delay = 0.1
+        while True:
+            try:
+                await self._listen_once()
+            except psycopg.Error as exc:
+                log.warning("PostgreSQL notifications lost (%s); reconnecting", exc)
+            await asyncio.sleep(delay)  # backoff before reconnecting, not synchronisation
+            delay = min(delay * 2, 5.0)
+
+    async def _listen_once(self) -> None:
+        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **CONNECT_KWARGS)
+        async with conn:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            # Events may have been stored while nobody listened.
+            self._wake()
+            while True:
+                async for note in conn.notifies(timeout=LISTEN_PING_EVERY):
+                    if note.payload != self.instance:
+                        self._wake()
+                await conn.execute("SELECT 1")  # an idle connection may be dead: find out
+
+    def _wake(self) -> None:
+        for callback in self._callbacks:
+            callback()
+
+    # --- transactions
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AConn]:
+        """One transaction on a pooled connection; driver errors become 503s."""
+        if self._pool is None:
+            raise StorageUnavailable("the store is not open")
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except (psycopg.Error, PoolTimeout) as exc:
+            self._note_failure(exc)
+            raise StorageUnavailable(f"PostgreSQL cannot take this now: {exc}") from exc
+        if self._failure is not None:
+            log.info("PostgreSQL answers again")
+            self._failure = None
+
+    def _note_failure(self, exc: Exception) -> None:
+        if self._failure is None:
+            log.error("PostgreSQL operation failed: %s", exc)
+        self._failure = str(exc) or type(exc).__name__
+
+    async def _lock_registration(self, conn: AConn, registration_id: str, now: float) -> _Reg:
+        """Lock an active registration's row and renew its lease, in one statement."""
+        row = await _fetchone(
+            conn,
+            f"UPDATE cfylogs_registrations SET last_seen = greatest(last_seen, %s) "
+            f"WHERE id = %s RETURNING {_REG_COLUMNS}",
+            (now, registration_id),
+        )
+        if row is None:
+            raise RegistrationNotFound(registration_id)
+        reg = _Reg(*row)
+        if not reg.active:
+            raise RegistrationExpired(registration_id)  # rolls the renewal back
+        return reg
+
+    async def _collect_garbage(self, conn: AConn) -> None:
+        """Delete the events every active registration is past.
+
+        One collector at a time (a try-lock): concurrent deletes of the same
+        rows could deadlock, and a skipped pass is done by the next one.
+        """
+        got = await _one(
+            conn,
+            "SELECT pg_try_advisory_xact_lock(%s, hashtext(current_schema()))",
+            (LOCK_SPACE + GC_LOCK,),
+        )
+        if got:
+            await conn.execute(
+                "DELETE FROM cfylogs_events WHERE seq < ("
+                f" SELECT coalesce(min({_BACKLOG_START}), (SELECT seq FROM cfylogs_head))"
+                " FROM cfylogs_registrations r WHERE r.active)"
+            )
+
+    # --- operations
+
+    async def append(self, events: Sequence[bytes], now: float) -> AppendOutcome:
+        if not events:
+            return AppendOutcome(0, 0)
+        count, size = len(events), sum(map(len, events))
+        async with self._transaction() as conn:
+            if not await _one(
+                conn, "SELECT EXISTS (SELECT FROM cfylogs_registrations r WHERE active)"
+            ):
+                # Nobody to deliver to: counted and dropped without writing anything.
+                return AppendOutcome(0, count)
+            head, head_byte = await _fetchone_required(
+                conn,
+                "UPDATE cfylogs_head SET seq = seq + %s, byte = byte + %s "
+                "RETURNING seq - %s, byte - %s",
+                (count, size, count, size),
+            )
+            if self.limits.backlog_policy == "reject":
+                await self._refuse_over_cap(conn, head, head_byte, count, size)
+            await _copy_events(conn, head, head_byte, events, now)
+            if self.limits.backlog_policy == "drop_oldest":
+                await self._drop_over_cap(conn, head + count, head_byte + size)
+            await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, self.instance))
+        return AppendOutcome(count, 0)
+
+    def _over_cap(self, head: int, head_byte: int, count: int, size: int) -> tuple[str, Any]:
+        """The SQL condition (on `r` and its start event `e`) of a backlog over a cap."""
+        return (
+            f"r.active AND ((%(max_events)s > 0 AND %(head)s - {_BACKLOG_START} + %(count)s"
+            " > %(max_events)s) OR (%(max_bytes)s > 0 AND %(head_byte)s"
+            " - coalesce(e.byte, %(head_byte)s) + %(size)s > %(max_bytes)s))",
+            {
+                "max_events": self.limits.max_backlog_events,
+                "max_bytes": self.limits.max_backlog_bytes,
+                "head": head,
+                "head_byte": head_byte,
+                "count": count,
+                "size": size,
+            },
+        )
+
+    async def _refuse_over_cap(
+        self, conn: AConn, head: int, head_byte: int, count: int, size: int
+    ) -> None:
+        where, params = self._over_cap(head, head_byte, count, size)
+        row = await _fetchone(
+            conn,
+            "SELECT r.id FROM cfylogs_registrations r LEFT JOIN cfylogs_events e"
+            f" ON e.seq = {_BACKLOG_START} WHERE {where} LIMIT 1",
+            params,
+        )
+        if row is not None:
+            raise StorageUnavailable(
+                f"the backlog of registration {row[0]} is full (storage.max_backlog_events "
+                "/ storage.max_backlog_bytes, policy reject); retry once it catches up"
+            )
+
+    async def _drop_over_cap(self, conn: AConn, head: int, head_byte: int) -> None:
+        """Policy drop_oldest: move the start of every backlog over a cap forward."""
+        if not (self.limits.max_backlog_events or self.limits.max_backlog_bytes):
+            return
+        where, params = self._over_cap(head, head_byte, 0, 0)
+        cur = await conn.execute(
+            f"SELECT r.id, {_BACKLOG_START}, r.cursor, r.pending_start"
+            " FROM cfylogs_registrations r LEFT JOIN cfylogs_events e"
+            f" ON e.seq = {_BACKLOG_START} WHERE {where} ORDER BY r.id FOR UPDATE OF r",
+            params,
+        )
+        for registration_id, start, cursor, pending_start in await cur.fetchall():
+            new_start = await self._capped_start(conn, start, head, head_byte)
+            if new_start <= start:
+                continue
+            if pending_start is not None:
+                # Part of the pending batch must go: all of it goes (its ack becomes a no-op).
+                new_start = max(new_start, cursor)
+            await conn.execute(
+                "UPDATE cfylogs_registrations SET pending_start = NULL, pending_deliveries = 0,"
+                " cursor = %s, dropped = dropped + %s WHERE id = %s",
+                (max(cursor, new_start), new_start - start, registration_id),
+            )
+            log.warning(
+                "registration %s is over its backlog cap (storage.max_backlog_events / "
+                "storage.max_backlog_bytes): dropped its %d oldest unacknowledged events; "
+                "is its consumer still running?",
+                registration_id,
+                new_start - start,
+            )
+        await self._collect_garbage(conn)
+
+    async def _capped_start(self, conn: AConn, start: int, head: int, head_byte: int) -> int:
+        new_start = start
+        if self.limits.max_backlog_events:
+            new_start = max(new_start, head - self.limits.max_backlog_events)
+        if self.limits.max_backlog_bytes:
+            # The first event that starts at or after the byte position the cap allows.
+            position = head_byte - self.limits.max_backlog_bytes
+            at = await _one(
+                conn,
+                "SELECT coalesce((SELECT seq FROM cfylogs_events WHERE byte >= %s"
+                " ORDER BY byte LIMIT 1), %s)",
+                (position, head),
+            )
+            new_start = max(new_start, int(at))
+        return new_start
+
+    async def register(
+        self, registration_id: str, name: str | None, client_subject: str | None, now: float
+    ) -> Registration:
+        async with self._transaction() as conn:
+            row = await _fetchone(
+                conn,
+                "INSERT INTO cfylogs_registrations (id, name, client_subject, created_at,"
+                " last_seen, active, cursor, next_batch_id)"
+                " SELECT %s, %s, %s, %s, %s, true, seq, 0 FROM cfylogs_head"
+                f" ON CONFLICT (id) DO NOTHING RETURNING {_REG_COLUMNS}",
+                (registration_id, name, client_subject, now, now),
+            )
+        if row is None:
+            raise Conflict(f"registration id {registration_id} already exists")
+        return _Reg(*row).public()
+
+    async def unregister(self, registration_id: str) -> None:
+        async with self._transaction() as conn:
+            row = await _fetchone(
+                conn,
+                "DELETE FROM cfylogs_registrations WHERE id = %s RETURNING id",
+                (registration_id,),
+            )
+            if row is None:
+                raise RegistrationNotFound(registration_id)
+            await self._collect_garbage(conn)
+
+    async def touch(self, registration_id: str, now: float) -> None:
+        async with self._transaction() as conn:
+            await self._lock_registration(conn, registration_id, now)
+
+    async def fetch(
+        self, registration_id: str, max_entries: int, max_bytes: int, now: float
+    ) -> Batch | None:
+        async with self._transaction() as conn:
+            reg = await self._lock_registration(conn, registration_id, now)
+            if reg.pending_start is not None:
+                return await self._redeliver(conn, reg)
+            return await self._cut(conn, reg, max_entries, max_bytes)
+
+    async def _redeliver(self, conn: AConn, reg: _Reg) -> Batch:
+        assert reg.pending_start is not None and reg.pending_id is not None
+        await conn.execute(
+            "UPDATE cfylogs_registrations SET pending_deliveries = pending_deliveries + 1,"
+            " redeliveries = redeliveries + 1 WHERE id = %s",
+            (reg.id,),
+        )
+        entries = await _read_events(conn, reg.pending_start, reg.cursor - reg.pending_start)
+        if len(entries) != reg.cursor - reg.pending_start:
+            raise StorageUnavailable(
+                f"events of the pending batch of registration {reg.id} are missing"
+            )
+        return Batch(reg.id, reg.pending_id, entries, reg.pending_deliveries + 1)
+
+    async def _cut(self, conn: AConn, reg: _Reg, max_entries: int, max_bytes: int) -> Batch | None:
+        # Seqs commit in order (see the module docstring): what is visible has no gap.
+        candidates = await _read_events(conn, reg.cursor, max_entries)
+        if not candidates:
+            return None
+        entries = [candidates[0]]  # never empty: one event even if larger than max_bytes
+        size = len(candidates[0])
+        for event in candidates[1:]:
+            size += len(event)
+            if size > max_bytes:
+                break
+            entries.append(event)
+        await conn.execute(
+            "UPDATE cfylogs_registrations SET pending_start = cursor, cursor = cursor + %s,"
+            " next_batch_id = next_batch_id + 1, pending_deliveries = 1 WHERE id = %s",
+            (len(entries), reg.id),
+        )
+        return Batch(reg.id, reg.next_batch_id, entries, 1)
+
+    async def ack(self, registration_id: str, batch_id: int, now: float) -> AckResult:
+        async with self._transaction() as conn:
+            reg = await self._lock_registration(conn, registration_id, now)
+            if reg.pending_start is not None and batch_id == reg.pending_id:
+                await conn.execute(
+                    "UPDATE cfylogs_registrations SET pending_start = NULL,"
+                    " pending_deliveries = 0 WHERE id = %s",
+                    (registration_id,),
+                )
+                await self._collect_garbage(conn)
+                return AckResult(True, reg.cursor - reg.pending_start)
+            if 0 <= batch_id < reg.next_batch_id:
+                return AckResult(False)
+            raise BatchNotDelivered(registration_id, batch_id, reg.pending_id)
+
+    async def expire(self, idle_since: float) -> list[str]:
+        async with self._transaction() as conn:
+            # Locked in id order; a row another instance expired meanwhile is re-checked
+            # after its lock and left out: a lease expires once, not once per instance.
+            cur = await conn.execute(
+                "SELECT id FROM cfylogs_registrations WHERE active AND last_seen < %s"
+                " ORDER BY id FOR UPDATE",
+                (idle_since,),
+            )
+            expired = [row[0] for row in await cur.fetchall()]
+            if expired:
+                await conn.execute(
+                    "UPDATE cfylogs_registrations SET active = false, pending_start = NULL,"
+                    " pending_deliveries = 0, cursor = (SELECT seq FROM cfylogs_head)"
+                    " WHERE id = ANY(%s)",
+                    (expired,),
+                )
+                await self._collect_garbage(conn)
+        return expired
+
+    async def revive(self, registration_id: str, now: float) -> bool:
+        async with self._transaction() as conn:
+            row = await _fetchone(
+                conn,
+                "UPDATE cfylogs_registrations SET active = true, pending_start = NULL,"
+                " pending_deliveries = 0, last_seen = %s,"
+                " cursor = (SELECT seq FROM cfylogs_head)"
+                " WHERE id = %s AND NOT active RETURNING id",
+                (now, registration_id),
+            )
+        return row is not None
+
+    # --- views
+
+    async def registrations(self) -> list[Registration]:
+        async with self._transaction() as conn:
+            cur = await conn.execute(
+                f"SELECT {', '.join('r.' + c.strip() for c in _REG_COLUMNS.split(','))},"
+                f" h.seq - {_BACKLOG_START}, h.byte - coalesce(e.byte, h.byte), e.ingested_at"
+                " FROM cfylogs_registrations r CROSS JOIN cfylogs_head h"
+                f" LEFT JOIN cfylogs_events e ON e.seq = {_BACKLOG_START}"
+                " WHERE r.active ORDER BY r.created_at, r.id"
+            )
+            rows = await cur.fetchall()
+        out = []
+        for row in rows:
+            events, nbytes, oldest = row[-3:]
+            out.append(
+                _Reg(*row[:-3]).public(
+                    backlog_events=max(int(events), 0),
+                    backlog_bytes=max(int(nbytes), 0),
+                    oldest_unacked_at=oldest,
+                )
+            )
+        return out
+
+    async def status(self) -> StoreStatus:
+        try:
+            return await asyncio.wait_for(self._status(), STATUS_TIMEOUT + 1)
+        except (StorageUnavailable, TimeoutError) as exc:
+            detail = exc.message if isinstance(exc, StorageUnavailable) else "no answer in time"
+            return StoreStatus(self.name, False, detail, 0, 0, 0, None, 0)
+
+    async def _status(self) -> StoreStatus:
+        if self._pool is None:
+            raise StorageUnavailable("the store is not open")
+        try:
+            async with self._pool.connection(timeout=STATUS_TIMEOUT) as conn:
+                row = await _fetchone_required(
+                    conn,
+                    "SELECT h.seq, h.byte, t.seq, t.byte,"
+                    " pg_total_relation_size('cfylogs_events')"
+                    " FROM cfylogs_head h LEFT JOIN LATERAL"
+                    " (SELECT seq, byte FROM cfylogs_events ORDER BY seq LIMIT 1) t ON true",
+                )
+        except (psycopg.Error, PoolTimeout) as exc:
+            self._note_failure(exc)
+            raise StorageUnavailable(f"PostgreSQL does not answer: {exc}") from exc
+        head, head_byte, tail, tail_byte, disk = row
+        events = head - (head if tail is None else tail)
+        nbytes = head_byte - (head_byte if tail_byte is None else tail_byte)
+        return StoreStatus(self.name, True, "ok", events, nbytes, int(disk), None, head)
+
+
+# --- small helpers
+
+
+async def _fetchone(conn: AConn, query: str, params: Any = None) -> tuple[Any, ...] | None:
+    cur = await conn.execute(query, params)
+    return await cur.fetchone()
+
+
+async def _fetchone_required(conn: AConn, query: str, params: Any = None) -> tuple[Any, ...]:
+    row = await _fetchone(conn, query, params)
+    if row is None:
+        raise StorageCorrupt(f"the cfylogs tables are incomplete (no answer to {query[:40]}...)")
+    return row
+
+
+async def _one(conn: AConn, query: str, params: Any = None) -> Any:
+    return (await _fetchone_required(conn, query, params))[0]
+
+
+async def _read_events(conn: AConn, start: int, limit: int) -> list[bytes]:
+    cur = await conn.execute(
+        "SELECT seq, data FROM cfylogs_events WHERE seq >= %s ORDER BY seq LIMIT %s",
+        (start, limit),
+    )
+    entries: list[bytes] = []
+    for seq, data in await cur.fetchall():
+        if seq != start + len(entries):
+            break  # a gap: only collected events could make one; the caller checks counts
+        entries.append(bytes(data))
+    return entries
+
+
+async def _copy_events(
+    conn: AConn, first: int, first_byte: int, events: Sequence[bytes], now: float
+) -> None:
+    """Batched ingest: one binary COPY for the whole request."""
+    cur = conn.cursor()
+    async with cur.copy(
+        "COPY cfylogs_events (seq, byte, ingested_at, data) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int8", "int8", "float8", "bytea"])
+        position = first_byte
+        for offset, event in enumerate(events):
+            await copy.write_row((first + offset, position, now, event))
+            position += len(event)

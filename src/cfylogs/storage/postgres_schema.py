@@ -1,0 +1,47 @@
+"""The PostgreSQL schema as ordered migrations: version n is `MIGRATIONS[n - 1]`.
+
+Never edit a released migration: add one. The relay applies the missing
+ones at start-up under an advisory lock, so instances starting together
+migrate once (see `PostgresStorage._migrate`).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    # 1: head counter, events stored once, registrations.
+    [
+        """
+        CREATE TABLE cfylogs_head (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            seq       bigint NOT NULL,  -- seq of the next event
+            byte      bigint NOT NULL   -- event bytes ever stored
+        )
+        """,
+        "INSERT INTO cfylogs_head (singleton, seq, byte) VALUES (true, 0, 0)",
+        """
+        CREATE TABLE cfylogs_events (
+            seq         bigint PRIMARY KEY,
+            byte        bigint NOT NULL,  -- event bytes stored before this one
+            ingested_at double precision NOT NULL,
+            data        bytea NOT NULL    -- the event exactly as posted
+        )
+        """,
+        "CREATE INDEX cfylogs_events_by_byte ON cfylogs_events (byte)",
+        """
+        CREATE TABLE cfylogs_registrations (
+            id                 text PRIMARY KEY,
+            name               text,
+            client_subject     text,
+            created_at         double precision NOT NULL,
+            last_seen          double precision NOT NULL,
+            active             boolean NOT NULL,
+            cursor             bigint NOT NULL,  -- first seq not yet handed out
+            next_batch_id      bigint NOT NULL,
+            pending_start      bigint,           -- NULL when no batch is pending
+            pending_deliveries integer NOT NULL DEFAULT 0,
+            redeliveries       bigint NOT NULL DEFAULT 0,
+            dropped            bigint NOT NULL DEFAULT 0
+        )
+        """,
+    ],
+]
