@@ -66,12 +66,15 @@ AConn = psycopg.AsyncConnection[tuple[Any, ...]]
 LOCK_SPACE = 0x6366796C
 MIGRATE_LOCK = 1
 GC_LOCK = 2
-#: Seconds an operation waits for a connection before answering 503.
+#: Seconds an operation waits for a connection before answering 503 (a busy pool).
 ACQUIRE_TIMEOUT = 5.0
+#: The same while the database is known to be down: producers get their 503 quickly.
+DOWN_ACQUIRE_TIMEOUT = 1.0
 #: Seconds /health waits for the database.
 STATUS_TIMEOUT = 2.0
-#: Seconds start-up waits for the database before giving up.
-OPEN_TIMEOUT = 30.0
+#: The listener reconnects after this many seconds, doubling up to the maximum.
+RECONNECT_FIRST = 0.1
+RECONNECT_MAX = 2.0
 #: The listener checks its idle connection this often (seconds).
 LISTEN_PING_EVERY = 10.0
 #: libpq settings of every connection: notice a dead peer in seconds, not hours.
@@ -155,6 +158,15 @@ class PostgresStorage(Storage):
     # --- life cycle
 
     async def open(self) -> None:
+        # The pool logs every failed reconnection attempt; we log the outage once.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+        schema = await self._prepare()
+        # One channel per schema: deployments sharing a database do not wake each other.
+        self._channel = f"cfylogs_{schema}"[:63]
+        self._pool = await self._new_pool()
+        self._listener = asyncio.create_task(self._listen(), name="cfylogs-pg-listen")
+
+    async def _new_pool(self) -> AsyncConnectionPool[AConn]:
         pool: AsyncConnectionPool[AConn] = AsyncConnectionPool(
             self.dsn,
             kwargs={"autocommit": True, **CONNECT_KWARGS},
@@ -162,33 +174,43 @@ class PostgresStorage(Storage):
             max_size=self.pool_size,
             open=False,
             configure=self._configure,
+            # A connection is checked before use: after a database restart no request
+            # gets a dead one.
             check=AsyncConnectionPool.check_connection,
             timeout=ACQUIRE_TIMEOUT,
             name="cfylogs",
         )
+        await pool.open()
+        return pool
+
+    async def _renew_pool(self) -> None:
+        """Swap in a fresh pool once the database is back.
+
+        The pool reconnects by itself, but with an exponential backoff that can
+        leave it idle for a minute after a long outage; the listener, which
+        retries every few seconds, knows sooner.
+        """
+        old, self._pool = self._pool, await self._new_pool()
+        if old is not None:
+            await old.close()  # operations still on its connections finish first
+
+    async def _prepare(self) -> str:
+        """Connect once, migrate, return the schema: fail fast and clearly at start-up."""
         try:
-            await pool.open(wait=True, timeout=OPEN_TIMEOUT)
-        except PoolTimeout:
-            await pool.close()
-            raise ConfigError(
-                f"storage.postgres.dsn: cannot connect to PostgreSQL within {OPEN_TIMEOUT:.0f}s; "
-                "check that the server runs, that the DSN's host, port, user and database are "
-                "right, and that pg_hba.conf lets this host in"
-            ) from None
-        self._pool = pool
-        try:
-            async with pool.connection() as conn:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, **CONNECT_KWARGS
+            )
+            async with conn:
                 await self._migrate(conn)
-                schema = await _one(conn, "SELECT current_schema()")
+                schema: str = await _one(conn, "SELECT current_schema()")
+                return schema
         except psycopg.Error as exc:
-            await self.close()
-            raise ConfigError(f"storage.postgres.dsn: cannot prepare the database: {exc}") from exc
-        except BaseException:
-            await self.close()
-            raise
-        # One channel per schema: deployments sharing a database do not wake each other.
-        self._channel = f"cfylogs_{schema}"[:63]
-        self._listener = asyncio.create_task(self._listen(), name="cfylogs-pg-listen")
+            # libpq's messages name the host and port, never the password.
+            raise ConfigError(
+                f"storage.postgres.dsn: cannot use PostgreSQL: {exc}; check that the server "
+                "runs, that the DSN's host, port, user and database are right, and that "
+                "pg_hba.conf lets this host in"
+            ) from None
 
     async def _configure(self, conn: AConn) -> None:
         if self.sync != "full":
@@ -238,19 +260,28 @@ class PostgresStorage(Storage):
 
     async def _listen(self) -> None:
         """LISTEN on a connection of its own; reconnect with backoff when it drops."""
-        delay = 0.1
+        delay, lost = RECONNECT_FIRST, False
         while True:
             try:
-                await self._listen_once()
+                await self._listen_once(recovering=lost)
             except psycopg.Error as exc:
-                log.warning("PostgreSQL notifications lost (%s); reconnecting", exc)
+                if not lost:
+                    log.warning("PostgreSQL connection lost (%s); reconnecting", exc)
+                    # Operations now wait less for a connection: producers get a quick 503.
+                    self._failure = self._failure or str(exc)
+                lost = True
+            else:
+                delay = RECONNECT_FIRST
             await asyncio.sleep(delay)  # backoff before reconnecting, not synchronisation
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, RECONNECT_MAX)
 
-    async def _listen_once(self) -> None:
+    async def _listen_once(self, recovering: bool) -> None:
         conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **CONNECT_KWARGS)
         async with conn:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            if recovering:
+                log.info("PostgreSQL reachable again")
+                await self._renew_pool()
             # Events may have been stored while nobody listened.
             self._wake()
             while True:
@@ -271,7 +302,8 @@ class PostgresStorage(Storage):
         if self._pool is None:
             raise StorageUnavailable("the store is not open")
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            timeout = ACQUIRE_TIMEOUT if self._failure is None else DOWN_ACQUIRE_TIMEOUT
+            async with self._pool.connection(timeout) as conn, conn.transaction():
                 yield conn
         except (psycopg.Error, PoolTimeout) as exc:
             self._note_failure(exc)
