@@ -22,6 +22,8 @@ class Backend:
     make: Callable[[StorageLimits], Storage]
     #: Whether `StorageLimits.min_free_bytes` applies (the store is on a local disk).
     local_disk: bool = True
+    #: Whether several stores may be open on one state at once (several relay processes).
+    shared: bool = False
     opened: list[Storage] = field(default_factory=list)
 
     async def open(self, limits: StorageLimits | None = None) -> Storage:
@@ -48,7 +50,10 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     server: PgServer = request.getfixturevalue("pg_server")
     dsn = server.create_schema()
     return Backend(
-        "postgres", lambda limits: PostgresStorage(dsn, "full", limits), local_disk=False
+        "postgres",
+        lambda limits: PostgresStorage(dsn, "full", limits),
+        local_disk=False,
+        shared=True,
     )
 
 

@@ -282,8 +282,7 @@ class PostgresStorage(Storage):
             if recovering:
                 log.info("PostgreSQL reachable again")
                 await self._renew_pool()
-            # Events may have been stored while nobody listened.
-            self._wake()
+                self._wake()  # events may have been stored while nobody listened
             while True:
                 async for note in conn.notifies(timeout=LISTEN_PING_EVERY):
                     if note.payload != self.instance:
