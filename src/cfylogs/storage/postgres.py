@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -356,17 +357,18 @@ class PostgresStorage(Storage):
             return AppendOutcome(0, 0)
         count, size = len(events), sum(map(len, events))
         async with self._transaction() as conn:
-            if not await _one(
-                conn, "SELECT EXISTS (SELECT FROM cfylogs_registrations r WHERE active)"
-            ):
-                # Nobody to deliver to: counted and dropped without writing anything.
-                return AppendOutcome(0, count)
-            head, head_byte = await _fetchone_required(
+            # Takes the head row's lock until commit: seqs are handed out in commit order.
+            row = await _fetchone(
                 conn,
-                "UPDATE cfylogs_head SET seq = seq + %s, byte = byte + %s "
-                "RETURNING seq - %s, byte - %s",
+                "UPDATE cfylogs_head SET seq = seq + %s, byte = byte + %s"
+                " WHERE EXISTS (SELECT FROM cfylogs_registrations WHERE active)"
+                " RETURNING seq - %s, byte - %s",
                 (count, size, count, size),
             )
+            if row is None:
+                # Nobody to deliver to: counted and dropped without writing anything.
+                return AppendOutcome(0, count)
+            head, head_byte = row
             if self.limits.backlog_policy == "reject":
                 await self._refuse_over_cap(conn, head, head_byte, count, size)
             await _copy_events(conn, head, head_byte, events, now)
@@ -418,7 +420,8 @@ class PostgresStorage(Storage):
             f" ON e.seq = {_BACKLOG_START} WHERE {where} ORDER BY r.id FOR UPDATE OF r",
             params,
         )
-        for registration_id, start, cursor, pending_start in await cur.fetchall():
+        over = await cur.fetchall()
+        for registration_id, start, cursor, pending_start in over:
             new_start = await self._capped_start(conn, start, head, head_byte)
             if new_start <= start:
                 continue
@@ -437,7 +440,8 @@ class PostgresStorage(Storage):
                 registration_id,
                 new_start - start,
             )
-        await self._collect_garbage(conn)
+        if over:
+            await self._collect_garbage(conn)
 
     async def _capped_start(self, conn: AConn, start: int, head: int, head_byte: int) -> int:
         new_start = start
@@ -662,13 +666,28 @@ async def _read_events(conn: AConn, start: int, limit: int) -> list[bytes]:
 async def _copy_events(
     conn: AConn, first: int, first_byte: int, events: Sequence[bytes], now: float
 ) -> None:
-    """Batched ingest: one binary COPY for the whole request."""
+    """Batched ingest: the whole request in one binary COPY, encoded here in one pass
+    (several times faster than the driver's row-by-row adaptation)."""
     cur = conn.cursor()
     async with cur.copy(
         "COPY cfylogs_events (seq, byte, ingested_at, data) FROM STDIN (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["int8", "int8", "float8", "bytea"])
-        position = first_byte
-        for offset, event in enumerate(events):
-            await copy.write_row((first + offset, position, now, event))
-            position += len(event)
+        await copy.write(_binary_copy(first, first_byte, events, now))
+
+
+#: PostgreSQL's binary COPY framing: signature, flags, header extension length.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
+#: Per row: 4 fields; int8 seq, int8 byte, float8 ingested_at, then the bytea's length.
+_COPY_ROW = struct.Struct("!hiqiqidi")
+
+
+def _binary_copy(first: int, first_byte: int, events: Sequence[bytes], now: float) -> bytes:
+    parts = [_COPY_HEADER]
+    position = first_byte
+    for offset, event in enumerate(events):
+        parts.append(_COPY_ROW.pack(4, 8, first + offset, 8, position, 8, now, len(event)))
+        parts.append(event)
+        position += len(event)
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
