@@ -26,8 +26,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.pgserver import running_server  # noqa: E402
-from tests.support import Api, ServerProcess, cloudify_log  # noqa: E402
+from tests.pgserver import running_server
+from tests.support import Api, ServerProcess, cloudify_log
 
 
 @contextlib.contextmanager
