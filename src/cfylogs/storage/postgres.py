@@ -34,6 +34,7 @@ the database comes back.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import struct
@@ -52,6 +53,7 @@ from cfylogs.errors import (
     Conflict,
     RegistrationExpired,
     RegistrationNotFound,
+    RelayError,
     StorageCorrupt,
     StorageUnavailable,
 )
@@ -73,6 +75,8 @@ ACQUIRE_TIMEOUT = 5.0
 DOWN_ACQUIRE_TIMEOUT = 1.0
 #: Seconds /health waits for the database.
 STATUS_TIMEOUT = 2.0
+#: One group commit takes at most this much event data.
+MAX_GROUP_BYTES = 64 * 1024**2
 #: The listener reconnects after this many seconds, doubling up to the maximum.
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
@@ -93,6 +97,16 @@ _REG_COLUMNS = (
     "pending_start, pending_deliveries, redeliveries, dropped"
 )
 _BACKLOG_START = "coalesce(r.pending_start, r.cursor)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    """An append waiting for the group commit that takes it."""
+
+    events: Sequence[bytes]
+    size: int
+    now: float
+    future: asyncio.Future[AppendOutcome]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +166,8 @@ class PostgresStorage(Storage):
         self._callbacks: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._failure: str | None = None
+        self._appends: collections.deque[_Append] = collections.deque()
+        self._appender: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:  # the DSN may hold a password: never show it
         return f"PostgresStorage(pool_size={self.pool_size})"
@@ -355,27 +371,86 @@ class PostgresStorage(Storage):
     async def append(self, events: Sequence[bytes], now: float) -> AppendOutcome:
         if not events:
             return AppendOutcome(0, 0)
-        count, size = len(events), sum(map(len, events))
+        if self._pool is None:
+            raise StorageUnavailable("the store is not open")
+        op = _Append(events, sum(map(len, events)), now, asyncio.get_running_loop().create_future())
+        self._appends.append(op)
+        if self._appender is None or self._appender.done():
+            self._appender = asyncio.create_task(self._run_appends(), name="cfylogs-pg-append")
+        return await op.future
+
+    async def _run_appends(self) -> None:
+        """Group commit: the appends that queued up while a transaction ran go in the next one.
+
+        Appends from every instance take turns on the head row, so one commit
+        per request would cap ingest at one fsync per request (Logstash's
+        default is one event per request, 50 in parallel).
+        """
+        while self._appends:
+            group: list[_Append] = []
+            size = 0
+            while self._appends and (not group or size + self._appends[0].size <= MAX_GROUP_BYTES):
+                op = self._appends.popleft()
+                if not op.future.done():  # a cancelled request stores nothing
+                    group.append(op)
+                    size += op.size
+            if not group:
+                continue
+            try:
+                results = await self._append_group(group)
+            except RelayError as exc:
+                results = [exc] * len(group)
+            except Exception as exc:  # never lose the appender to an unexpected error
+                log.exception("PostgreSQL append failed unexpectedly")
+                error = StorageUnavailable(f"the store cannot take this now: {exc}")
+                results = [error] * len(group)
+            for op, result in zip(group, results, strict=True):
+                if op.future.done():
+                    continue
+                if isinstance(result, RelayError):
+                    op.future.set_exception(result)
+                else:
+                    op.future.set_result(result)
+
+    async def _append_group(self, ops: list[_Append]) -> list[AppendOutcome | RelayError]:
         async with self._transaction() as conn:
-            # Takes the head row's lock until commit: seqs are handed out in commit order.
+            # The head row's lock is held until commit: seqs are handed out in commit order.
             row = await _fetchone(
                 conn,
-                "UPDATE cfylogs_head SET seq = seq + %s, byte = byte + %s"
-                " WHERE EXISTS (SELECT FROM cfylogs_registrations WHERE active)"
-                " RETURNING seq - %s, byte - %s",
-                (count, size, count, size),
+                "SELECT seq, byte FROM cfylogs_head"
+                " WHERE EXISTS (SELECT FROM cfylogs_registrations WHERE active) FOR UPDATE",
             )
             if row is None:
                 # Nobody to deliver to: counted and dropped without writing anything.
-                return AppendOutcome(0, count)
+                return [AppendOutcome(0, len(op.events)) for op in ops]
             head, head_byte = row
-            if self.limits.backlog_policy == "reject":
-                await self._refuse_over_cap(conn, head, head_byte, count, size)
-            await _copy_events(conn, head, head_byte, events, now)
-            if self.limits.backlog_policy == "drop_oldest":
-                await self._drop_over_cap(conn, head + count, head_byte + size)
-            await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, self.instance))
-        return AppendOutcome(count, 0)
+            results: list[AppendOutcome | RelayError] = []
+            accepted: list[bytes] = []
+            size = 0
+            for op in ops:
+                refusal = await self._refusal(
+                    conn, head, head_byte, len(accepted) + len(op.events), size + op.size
+                )
+                if refusal is not None:
+                    results.append(refusal)
+                    continue
+                accepted.extend(op.events)
+                size += op.size
+                results.append(AppendOutcome(len(op.events), 0))
+            if accepted:
+                await self._store(conn, head, head_byte, accepted, size, ops[-1].now)
+        return results
+
+    async def _store(
+        self, conn: AConn, head: int, head_byte: int, events: list[bytes], size: int, now: float
+    ) -> None:
+        await conn.execute(
+            "UPDATE cfylogs_head SET seq = %s, byte = %s", (head + len(events), head_byte + size)
+        )
+        await _copy_events(conn, head, head_byte, events, now)
+        if self.limits.backlog_policy == "drop_oldest":
+            await self._drop_over_cap(conn, head + len(events), head_byte + size)
+        await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, self.instance))
 
     def _over_cap(self, head: int, head_byte: int, count: int, size: int) -> tuple[str, Any]:
         """The SQL condition (on `r` and its start event `e`) of a backlog over a cap."""
@@ -393,9 +468,14 @@ class PostgresStorage(Storage):
             },
         )
 
-    async def _refuse_over_cap(
+    async def _refusal(
         self, conn: AConn, head: int, head_byte: int, count: int, size: int
-    ) -> None:
+    ) -> RelayError | None:
+        """Policy reject: refuse when `count` events of `size` bytes overflow a backlog."""
+        if self.limits.backlog_policy != "reject" or not (
+            self.limits.max_backlog_events or self.limits.max_backlog_bytes
+        ):
+            return None
         where, params = self._over_cap(head, head_byte, count, size)
         row = await _fetchone(
             conn,
@@ -403,11 +483,12 @@ class PostgresStorage(Storage):
             f" ON e.seq = {_BACKLOG_START} WHERE {where} LIMIT 1",
             params,
         )
-        if row is not None:
-            raise StorageUnavailable(
-                f"the backlog of registration {row[0]} is full (storage.max_backlog_events "
-                "/ storage.max_backlog_bytes, policy reject); retry once it catches up"
-            )
+        if row is None:
+            return None
+        return StorageUnavailable(
+            f"the backlog of registration {row[0]} is full (storage.max_backlog_events "
+            "/ storage.max_backlog_bytes, policy reject); retry once it catches up"
+        )
 
     async def _drop_over_cap(self, conn: AConn, head: int, head_byte: int) -> None:
         """Policy drop_oldest: move the start of every backlog over a cap forward."""
