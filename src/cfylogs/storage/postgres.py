@@ -261,6 +261,9 @@ class PostgresStorage(Storage):
                 log.info("PostgreSQL schema migrated to version %d", version)
 
     async def close(self) -> None:
+        if self._appender is not None:
+            await self._appender  # appends already queued are answered, not dropped
+            self._appender = None
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
