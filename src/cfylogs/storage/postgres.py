@@ -165,6 +165,7 @@ class PostgresStorage(Storage):
         self._channel = "cfylogs_events"
         self._callbacks: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
+        self._listening = False
         self._failure: str | None = None
         self._appends: collections.deque[_Append] = collections.deque()
         self._appender: asyncio.Task[None] | None = None
@@ -282,16 +283,17 @@ class PostgresStorage(Storage):
         """LISTEN on a connection of its own; reconnect with backoff when it drops."""
         delay, lost = RECONNECT_FIRST, False
         while True:
+            self._listening = False
             try:
                 await self._listen_once(recovering=lost)
-            except psycopg.Error as exc:
+            except Exception as exc:  # psycopg's, or the pool's: keep listening regardless
+                if self._listening:
+                    delay, lost = RECONNECT_FIRST, False
                 if not lost:
                     log.warning("PostgreSQL connection lost (%s); reconnecting", exc)
                     # Operations now wait less for a connection: producers get a quick 503.
-                    self._failure = self._failure or str(exc)
+                    self._failure = self._failure or str(exc) or type(exc).__name__
                 lost = True
-            else:
-                delay = RECONNECT_FIRST
             await asyncio.sleep(delay)  # backoff before reconnecting, not synchronisation
             delay = min(delay * 2, RECONNECT_MAX)
 
@@ -303,6 +305,7 @@ class PostgresStorage(Storage):
                 log.info("PostgreSQL reachable again")
                 await self._renew_pool()
                 self._wake()  # events may have been stored while nobody listened
+            self._listening = True
             while True:
                 async for note in conn.notifies(timeout=LISTEN_PING_EVERY):
                     if note.payload != self.instance:
