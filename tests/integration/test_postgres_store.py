@@ -1,0 +1,100 @@
+"""What only the PostgreSQL backend has: migrations, its notification listener, its settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cfylogs.config import load_settings
+from cfylogs.errors import ConfigError, StorageCorrupt
+from cfylogs.storage import create_storage
+from cfylogs.storage.postgres import PostgresStorage
+from cfylogs.storage.postgres_schema import MIGRATIONS
+from tests.pgserver import PgServer
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def dsn(pg_server: PgServer) -> str:
+    return pg_server.create_schema()
+
+
+@pytest.fixture
+async def opened() -> AsyncIterator[list[PostgresStorage]]:
+    stores: list[PostgresStorage] = []
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+async def open_store(dsn: str, opened: list[PostgresStorage]) -> PostgresStorage:
+    store = PostgresStorage(dsn)
+    await store.open()
+    opened.append(store)
+    return store
+
+
+async def test_instances_starting_together_migrate_once(
+    dsn: str, opened: list[PostgresStorage]
+) -> None:
+    await asyncio.gather(*(open_store(dsn, opened) for _ in range(6)))
+    with psycopg.connect(dsn) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM cfylogs_migrations")]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_a_database_of_a_newer_cfylogs_stops_start_up(dsn: str) -> None:
+    store = PostgresStorage(dsn)
+    await store.open()
+    await store.close()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO cfylogs_migrations (version) VALUES (%s)", (len(MIGRATIONS) + 1,))
+    with pytest.raises(StorageCorrupt, match="newer cfylogs"):
+        await PostgresStorage(dsn).open()
+
+
+async def test_wake_ups_survive_a_dropped_listener_connection(
+    dsn: str, opened: list[PostgresStorage]
+) -> None:
+    listening, writer = await open_store(dsn, opened), await open_store(dsn, opened)
+    await writer.register(str(uuid.uuid4()), None, None, NOW)
+    woken = asyncio.Event()
+    listening.on_new_events(woken.set)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # Every LISTEN connection of the schema is cut, as a database restart or a proxy would.
+        cut = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'cfylogs' AND (query LIKE 'LISTEN%%' OR query = 'SELECT 1')"
+        ).fetchall()
+    assert len(cut) == 2 and all(row[0] for row in cut)
+    for _ in range(200):  # append until the listener, reconnected, hears of it
+        await writer.append([b'{"n":1}'], NOW)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), 0.1)
+            break
+    assert woken.is_set()
+
+
+def test_the_dsn_comes_from_the_environment_and_stays_out_of_reprs(
+    tmp_path: Path, dsn: str
+) -> None:
+    secret = f"{dsn} password=hunter2"
+    settings = load_settings(
+        cwd=tmp_path,
+        environ={"CFYLOGS_STORAGE_BACKEND": "postgres", "CFYLOGS_STORAGE_POSTGRES_DSN": secret},
+    )
+    store = create_storage(settings)
+    assert isinstance(store, PostgresStorage) and store.dsn == secret
+    assert "hunter2" not in repr(settings) and "hunter2" not in repr(store)
+
+
+def test_postgres_without_a_dsn_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"storage\.postgres\.dsn"):
+        load_settings(cwd=tmp_path, environ={"CFYLOGS_STORAGE_BACKEND": "postgres"})
