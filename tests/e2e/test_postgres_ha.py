@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerFactory
+from tests.e2e.test_crash import Consumer, Producer
 from tests.pgserver import PgServer, free_port, running_server
 from tests.support import Api, ServerProcess, wait_until
 
@@ -154,3 +155,32 @@ def test_a_relay_without_its_database_stops_with_status_2(server_factory: Server
     relay.start(expect_ready=False)
     assert relay.wait_exit(30) == 2
     assert "storage.postgres.dsn" in relay.run_log() and SECRET not in relay.run_log()
+
+
+def test_fail_over_under_load_loses_nothing_acknowledged(relays: list[ServerProcess]) -> None:
+    """Producers push to B and C while a consumer works on A; A is killed mid-flight."""
+    a, b, c = relays
+    with a.client() as client:
+        registration_id = Api(client).register()
+    stop = threading.Event()
+    producers = [Producer(target, p, stop) for p, target in enumerate((b, c, b, c))]
+    consumer = Consumer(a, registration_id, stop)
+    for thread in [*producers, consumer]:
+        thread.start()
+    wait_until(lambda: len(consumer.handled) >= 200, timeout=60)
+    a.kill()  # SIGKILL, mid-batch for the consumer
+    consumer.join(10)
+    stop.set()
+    for producer in producers:
+        producer.join(10)
+    with b.client() as client:
+        rest = Api(client).drain(registration_id)  # the same registration, on another instance
+    received = consumer.handled + rest
+    may_repeat = {(e["p"], e["i"]) for e in consumer.unconfirmed}
+    for producer in producers:
+        got = [e["i"] for e in received if e["p"] == producer.p]
+        assert not set(producer.acked) - set(got), f"producer {producer.p} lost events"
+        repeated = {i for i in got if got.count(i) > 1}
+        assert all((producer.p, i) in may_repeat for i in repeated), "an acked batch came again"
+        first_seen = list(dict.fromkeys(got))
+        assert first_seen == sorted(first_seen), f"producer {producer.p}: order broken"
