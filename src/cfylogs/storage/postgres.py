@@ -576,6 +576,7 @@ class PostgresStorage(Storage):
     async def touch(self, registration_id: str, now: float) -> None:
         async with self._transaction() as conn:
             await self._lock_registration(conn, registration_id, now)
+            await _lazy_commit(conn)
 
     async def fetch(
         self, registration_id: str, max_entries: int, max_bytes: int, now: float
@@ -584,7 +585,10 @@ class PostgresStorage(Storage):
             reg = await self._lock_registration(conn, registration_id, now)
             if reg.pending_start is not None:
                 return await self._redeliver(conn, reg)
-            return await self._cut(conn, reg, max_entries, max_bytes)
+            batch = await self._cut(conn, reg, max_entries, max_bytes)
+            if batch is None:
+                await _lazy_commit(conn)
+            return batch
 
     async def _redeliver(self, conn: AConn, reg: _Reg) -> Batch:
         assert reg.pending_start is not None and reg.pending_id is not None
@@ -735,6 +739,12 @@ async def _fetchone_required(conn: AConn, query: str, params: Any = None) -> tup
 
 async def _one(conn: AConn, query: str, params: Any = None) -> Any:
     return (await _fetchone_required(conn, query, params))[0]
+
+
+async def _lazy_commit(conn: AConn) -> None:
+    """Commit without waiting for the disk: the transaction only renewed a lease, and
+    losing that in a database crash only delays an expiry (empty long polls stay cheap)."""
+    await conn.execute("SET LOCAL synchronous_commit TO off")
 
 
 async def _read_events(conn: AConn, start: int, limit: int) -> list[bytes]:
