@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-LINT_PATHS := $(wildcard src tests bench)
+LINT_PATHS := $(wildcard src tests bench scripts)
 
 .PHONY: run test lint typecheck unit bench clean
 
