@@ -536,12 +536,14 @@ class PostgresStorage(Storage):
             new_start = max(new_start, head - self.limits.max_backlog_events)
         if self.limits.max_backlog_bytes:
             # The first event that starts at or after the byte position the cap allows.
+            # Bytes grow with seq, so this walks the key from the backlog's start over
+            # the events to drop only (about what was just appended): no index on byte.
             position = head_byte - self.limits.max_backlog_bytes
             at = await _one(
                 conn,
-                "SELECT coalesce((SELECT seq FROM cfylogs_events WHERE byte >= %s"
-                " ORDER BY byte LIMIT 1), %s)",
-                (position, head),
+                "SELECT coalesce((SELECT seq FROM cfylogs_events WHERE seq >= %s"
+                " AND byte >= %s ORDER BY seq LIMIT 1), %s)",
+                (new_start, position, head),
             )
             new_start = max(new_start, int(at))
         return new_start

@@ -15,7 +15,7 @@ MIGRATIONS: list[list[str]] = [
             singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
             seq       bigint NOT NULL,  -- seq of the next event
             byte      bigint NOT NULL   -- event bytes ever stored
-        )
+        ) WITH (fillfactor = 10)  -- updated by every append: room for in-page (HOT) updates
         """,
         "INSERT INTO cfylogs_head (singleton, seq, byte) VALUES (true, 0, 0)",
         """
@@ -24,9 +24,13 @@ MIGRATIONS: list[list[str]] = [
             byte        bigint NOT NULL,  -- event bytes stored before this one
             ingested_at double precision NOT NULL,
             data        bytea NOT NULL    -- the event exactly as posted
+        ) WITH (
+            -- A queue: rows die in bulk at every ack; vacuum them early so that scans
+            -- from the head of the table do not walk over dead ones.
+            autovacuum_vacuum_scale_factor = 0.01,
+            autovacuum_vacuum_threshold = 1000
         )
         """,
-        "CREATE INDEX cfylogs_events_by_byte ON cfylogs_events (byte)",
         """
         CREATE TABLE cfylogs_registrations (
             id                 text PRIMARY KEY,
@@ -41,7 +45,7 @@ MIGRATIONS: list[list[str]] = [
             pending_deliveries integer NOT NULL DEFAULT 0,
             redeliveries       bigint NOT NULL DEFAULT 0,
             dropped            bigint NOT NULL DEFAULT 0
-        )
+        ) WITH (fillfactor = 50)  -- updated by every fetch and ack: room for HOT updates
         """,
     ],
 ]
