@@ -82,23 +82,28 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="alternate the backends this often")
     args = parser.parse_args()
-    results = {}
-    with relay({}) as server:
-        results["sqlite"] = measure(server, args.requests, args.batch, args.clients)
+    results: dict[str, list[dict[str, float]]] = {"sqlite": [], "postgres": []}
     with (
         running_server() as database,
-        relay({"storage": {"backend": "postgres", "postgres": {"dsn": database.dsn()}}}) as server,
+        relay({}) as sqlite,
+        relay({"storage": {"backend": "postgres", "postgres": {"dsn": database.dsn()}}}) as pg,
     ):
-        results["postgres"] = measure(server, args.requests, args.batch, args.clients)
+        # Alternated, so that whatever else the machine does weighs on both alike.
+        for _ in range(args.rounds):
+            for name, server in (("sqlite", sqlite), ("postgres", pg)):
+                results[name].append(measure(server, args.requests, args.batch, args.clients))
     print(
-        f"{args.requests} requests of {args.batch} events "
-        f"({len(cloudify_log())} bytes each), {args.clients} clients"
+        f"{args.requests} requests of {args.batch} events ({len(cloudify_log())} bytes each), "
+        f"{args.clients} clients, median of {args.rounds} alternated rounds"
     )
-    for name, figures in results.items():
+    for name, rounds in results.items():
+        median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+        each = ", ".join(f"{r['events_per_s']:.0f}" for r in rounds)
         print(
-            f"{name:9} {figures['events_per_s']:>9.0f} events/s  {figures['mib_per_s']:6.1f} MiB/s"
-            f"  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms"
+            f"{name:9} {median['events_per_s']:>9.0f} events/s  {median['mib_per_s']:6.1f} MiB/s"
+            f"  p50 {median['p50_ms']:6.1f} ms  p99 {median['p99_ms']:6.1f} ms  (rounds: {each})"
         )
 
 
