@@ -420,31 +420,37 @@ class PostgresStorage(Storage):
 
     async def _append_group(self, ops: list[_Append]) -> list[AppendOutcome | RelayError]:
         async with self._transaction() as conn:
-            # The head row's lock is held until commit: seqs are handed out in commit order.
-            row = await _fetchone(
-                conn,
-                "SELECT seq, byte FROM cfylogs_head"
-                " WHERE EXISTS (SELECT FROM cfylogs_registrations WHERE active) FOR UPDATE",
+            return await self._append_in(conn, [(op.events, op.size) for op in ops], ops[-1].now)
+
+    async def _append_in(
+        self, conn: AConn, requests: list[tuple[Sequence[bytes], int]], now: float
+    ) -> list[AppendOutcome | RelayError]:
+        """Append each request (events, size) whole or refuse it, inside `conn`'s transaction."""
+        # The head row's lock is held until commit: seqs are handed out in commit order.
+        row = await _fetchone(
+            conn,
+            "SELECT seq, byte FROM cfylogs_head"
+            " WHERE EXISTS (SELECT FROM cfylogs_registrations WHERE active) FOR UPDATE",
+        )
+        if row is None:
+            # Nobody to deliver to: counted and dropped without writing anything.
+            return [AppendOutcome(0, len(events)) for events, _ in requests]
+        head, head_byte = row
+        results: list[AppendOutcome | RelayError] = []
+        accepted: list[bytes] = []
+        size = 0
+        for events, request_size in requests:
+            refusal = await self._refusal(
+                conn, head, head_byte, len(accepted) + len(events), size + request_size
             )
-            if row is None:
-                # Nobody to deliver to: counted and dropped without writing anything.
-                return [AppendOutcome(0, len(op.events)) for op in ops]
-            head, head_byte = row
-            results: list[AppendOutcome | RelayError] = []
-            accepted: list[bytes] = []
-            size = 0
-            for op in ops:
-                refusal = await self._refusal(
-                    conn, head, head_byte, len(accepted) + len(op.events), size + op.size
-                )
-                if refusal is not None:
-                    results.append(refusal)
-                    continue
-                accepted.extend(op.events)
-                size += op.size
-                results.append(AppendOutcome(len(op.events), 0))
-            if accepted:
-                await self._store(conn, head, head_byte, accepted, size, ops[-1].now)
+            if refusal is not None:
+                results.append(refusal)
+                continue
+            accepted.extend(events)
+            size += request_size
+            results.append(AppendOutcome(len(events), 0))
+        if accepted:
+            await self._store(conn, head, head_byte, accepted, size, now)
         return results
 
     async def _store(
