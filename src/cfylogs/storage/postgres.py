@@ -614,16 +614,9 @@ class PostgresStorage(Storage):
 
     async def _cut(self, conn: AConn, reg: _Reg, max_entries: int, max_bytes: int) -> Batch | None:
         # Seqs commit in order (see the module docstring): what is visible has no gap.
-        candidates = await _read_events(conn, reg.cursor, max_entries)
-        if not candidates:
+        entries = await _read_events(conn, reg.cursor, max_entries, max_bytes)
+        if not entries:
             return None
-        entries = [candidates[0]]  # never empty: one event even if larger than max_bytes
-        size = len(candidates[0])
-        for event in candidates[1:]:
-            size += len(event)
-            if size > max_bytes:
-                break
-            entries.append(event)
         await conn.execute(
             "UPDATE cfylogs_registrations SET pending_start = cursor, cursor = cursor + %s,"
             " next_batch_id = next_batch_id + 1, pending_deliveries = 1 WHERE id = %s",
@@ -755,10 +748,20 @@ async def _lazy_commit(conn: AConn) -> None:
     await conn.execute("SET LOCAL synchronous_commit TO off")
 
 
-async def _read_events(conn: AConn, start: int, limit: int) -> list[bytes]:
+async def _read_events(
+    conn: AConn, start: int, limit: int, max_bytes: int | None = None
+) -> list[bytes]:
+    """Events from seq `start` on: at most `limit`, and with `max_bytes` only as many as
+    fit (but at least one). Sizes are summed in the database, so events that do not fit
+    are never read: memory stays bounded by `max_bytes` whatever the events' sizes."""
     cur = await conn.execute(
-        "SELECT seq, data FROM cfylogs_events WHERE seq >= %s ORDER BY seq LIMIT %s",
-        (start, limit),
+        "WITH firsts AS (SELECT seq, octet_length(data) AS size FROM cfylogs_events"
+        "  WHERE seq >= %(start)s ORDER BY seq LIMIT %(limit)s),"
+        " running AS (SELECT seq, sum(size) OVER (ORDER BY seq) AS total FROM firsts)"
+        " SELECT e.seq, e.data FROM running r JOIN cfylogs_events e USING (seq)"
+        " WHERE r.seq = %(start)s OR %(max_bytes)s::bigint IS NULL OR r.total <= %(max_bytes)s"
+        " ORDER BY e.seq",
+        {"start": start, "limit": limit, "max_bytes": max_bytes},
     )
     entries: list[bytes] = []
     for seq, data in await cur.fetchall():
