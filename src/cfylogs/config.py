@@ -440,6 +440,8 @@ class SettingInfo:
     kind: Kind
     default: Any
     help: str
+    #: Kept out of reprs, logs and error messages.
+    secret: bool = False
 
     @property
     def env(self) -> str:
@@ -448,7 +450,9 @@ class SettingInfo:
 
 def settings_table() -> list[SettingInfo]:
     return [
-        SettingInfo(f.name, f.metadata["key"], f.metadata["kind"], f.default, f.metadata["help"])
+        SettingInfo(
+            f.name, f.metadata["key"], f.metadata["kind"], f.default, f.metadata["help"], not f.repr
+        )
         for f in dataclasses.fields(Settings)
         if f.metadata.get("key")
     ]
@@ -544,7 +548,8 @@ def _parse(info: SettingInfo, raw: Any, where: str) -> Any:
     try:
         return info.kind.parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{where}: invalid value for {info.key}: {exc}") from None
+        reason = f"expected {info.kind.describe} (value not shown)" if info.secret else exc
+        raise ConfigError(f"{where}: invalid value for {info.key}: {reason}") from None
 
 
 def _check_consistency(s: Settings) -> None:

@@ -97,3 +97,7 @@ class ConfigError(Exception):
 
 class StorageCorrupt(ConfigError):
     """The state on disk cannot be used as it is; start-up stops, nothing is wiped."""
+
+
+class StoreInUse(StorageCorrupt):
+    """Another process holds the embedded store (a running server, say)."""

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from cfylogs.errors import RegistrationExpired, RegistrationNotFound
+from cfylogs.errors import RegistrationExpired, RegistrationNotFound, StorageUnavailable
 from cfylogs.models import AckResult, Batch, Registration, StoreStatus
 from cfylogs.storage.base import Storage
 
@@ -43,6 +43,7 @@ class RelayCounters:
     """Monotonic counters since start, read by metrics and /health."""
 
     events_received: int = 0
+    bytes_received: int = 0
     events_stored: int = 0
     events_discarded: int = 0
     events_delivered: int = 0
@@ -55,6 +56,8 @@ class RelayCounters:
     registrations_removed: int = 0
     registrations_expired: int = 0
     registrations_revived: int = 0
+    #: Ingest requests answered 503 (watermark, reject policy, store down).
+    ingests_refused: int = 0
 
 
 class _Wakeup:
@@ -90,6 +93,8 @@ class Relay:
         self.started_at = clock()
         self._wakeup = _Wakeup()
         self._closing = False
+        #: True while ingest is refused (back-pressure), so it is logged once on and off.
+        self.back_pressure = False
         self._reaper: asyncio.Task[None] | None = None
 
     # --- life cycle
@@ -131,7 +136,14 @@ class Relay:
     async def ingest(self, events: Sequence[bytes]) -> int:
         """Store the events durably; return how many were stored (0: nobody registered)."""
         self.counters.events_received += len(events)
-        outcome = await self.storage.append(events, self.clock())
+        self.counters.bytes_received += sum(map(len, events))
+        try:
+            outcome = await self.storage.append(events, self.clock())
+        except StorageUnavailable as exc:
+            self.counters.ingests_refused += 1
+            self._set_back_pressure(True, exc.message)
+            raise
+        self._set_back_pressure(False)
         self.counters.events_stored += outcome.stored
         self.counters.events_discarded += outcome.discarded
         if outcome.stored:
@@ -217,6 +229,16 @@ class Relay:
                 await self.expire_leases()
             except Exception:  # keep reaping; the store may come back
                 log.exception("lease check failed")
+
+    def _set_back_pressure(self, on: bool, reason: str = "") -> None:
+        """Log the edges only: under back-pressure Logstash retries every request."""
+        if on == self.back_pressure:
+            return
+        self.back_pressure = on
+        if on:
+            log.warning("back-pressure on: ingest answers 503 (%s)", reason)
+        else:
+            log.info("back-pressure off: ingest accepted again")
 
     def _count_delivery(self, batch: Batch) -> None:
         c = self.counters

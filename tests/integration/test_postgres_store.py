@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import psycopg
@@ -67,12 +67,14 @@ async def test_wake_ups_survive_a_dropped_listener_connection(
     await writer.register(str(uuid.uuid4()), None, None, NOW)
     woken = asyncio.Event()
     listening.on_new_events(woken.set)
+    listeners = (
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'cfylogs'"
+        " AND (query LIKE 'LISTEN%%' OR query = 'SELECT 1')"
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
-        # Every LISTEN connection of the schema is cut, as a database restart or a proxy would.
-        cut = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'cfylogs' AND (query LIKE 'LISTEN%%' OR query = 'SELECT 1')"
-        ).fetchall()
+        await _until(lambda: len(conn.execute(listeners).fetchall()) == 2)
+        # Both listening connections are cut, as a database restart or a proxy would.
+        cut = conn.execute(f"SELECT pg_terminate_backend(pid) FROM ({listeners}) l").fetchall()
     assert len(cut) == 2 and all(row[0] for row in cut)
     for _ in range(200):  # append until the listener, reconnected, hears of it
         await writer.append([b'{"n":1}'], NOW)
@@ -80,6 +82,13 @@ async def test_wake_ups_survive_a_dropped_listener_connection(
             await asyncio.wait_for(woken.wait(), 0.1)
             break
     assert woken.is_set()
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)  # polling interval; the condition is what synchronises
 
 
 def test_the_dsn_comes_from_the_environment_and_stays_out_of_reprs(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,11 +29,16 @@ from cfylogs.errors import (
     StorageUnavailable,
 )
 from cfylogs.http.auth import check_bearer, check_ingest_only
+from cfylogs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from cfylogs.metrics import Metrics
 from cfylogs.models import Batch, Registration
+from cfylogs.openapi import OPENAPI
 from cfylogs.payload import decode_body, parse_events
 from cfylogs.relay import MAX_WAIT_SEC, Relay
 
 log = logging.getLogger(__name__)
+#: `server.access_log`: one line per request (method, path, status, duration; no header).
+access_log = logging.getLogger("cfylogs.access")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,6 +50,7 @@ _EMPTY_BATCH = b"{}"
 _MAX_REGISTRATION_BODY = 64 * 1024
 _MAX_ID_LENGTH = 200
 _encode = msgspec.json.Encoder().encode
+_OPENAPI_JSON = _encode(OPENAPI)
 
 
 @dataclass(frozen=True)
@@ -54,18 +61,21 @@ class HttpOptions:
     #: `security.ingest_token` / `security.consumer_token`, UTF-8 (None: no token asked).
     ingest_token: bytes | None = field(default=None, repr=False)
     consumer_token: bytes | None = field(default=None, repr=False)
+    access_log: bool = False
 
 
 class Request:
     """What a handler needs of a request; the body is read on demand, bounded."""
 
-    __slots__ = ("_receive", "headers", "method", "path", "query", "scope")
+    __slots__ = ("_receive", "headers", "method", "path", "query", "route", "scope")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.query: bytes = scope.get("query_string", b"")
+        #: The route template once routed (metrics label; never the raw path).
+        self.route = "unmatched"
         self._receive = receive
         self.headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
@@ -101,14 +111,19 @@ class ClientGone(Exception):
 
 
 class Response:
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "content_type", "headers", "status")
 
     def __init__(
-        self, body: bytes, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        body: bytes,
+        status: int = 200,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        content_type: bytes = _JSON,
     ) -> None:
         self.body = body
         self.status = status
         self.headers = headers or []
+        self.content_type = content_type
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -129,9 +144,13 @@ Handler = Callable[[Request, list[str]], Awaitable[Response]]
 class App:
     """The ASGI application of one listener."""
 
-    def __init__(self, relay: Relay, options: HttpOptions | None = None) -> None:
+    def __init__(
+        self, relay: Relay, options: HttpOptions | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.relay = relay
         self.options = options or HttpOptions()
+        #: Shared by every listener of one relay (server.py passes one).
+        self.metrics = metrics or Metrics(relay)
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "logs"): self.ingest,
             ("GET", "logs/*"): self.fetch,
@@ -140,6 +159,12 @@ class App:
             ("GET", "registration"): self.list_registrations,
             ("DELETE", "registration/*"): self.unregister,
         }
+        #: Routes outside /api/v1, GET (and HEAD) only.
+        self._plain: dict[str, Handler] = {
+            "health": self.health,
+            "metrics": self.prometheus,
+            "openapi.json": self.openapi,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -147,6 +172,7 @@ class App:
             return
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
         request = Request(scope, receive)
         try:
             response = await self.dispatch(request)
@@ -158,11 +184,15 @@ class App:
             log.exception("unexpected error on %s %s", request.method, request.path)
             response = error_response(StorageUnavailable("internal error; retry shortly"))
         await _send(send, response)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(request.method, request.route, elapsed)
+        if self.options.access_log:
+            _log_access(request, response.status, elapsed)
 
     async def dispatch(self, request: Request) -> Response:
         if self.options.ingest_only:
             check_ingest_only(request.method, request.path)
-        handler, params = self.route(request.method, request.path)
+        handler, params, request.route = self.route(request.method, request.path)
         self.authorize(request, handler)
         return await handler(request, params)
 
@@ -170,9 +200,10 @@ class App:
         """Tokens: ingest_token for ingest, consumer_token for the rest of /api.
 
         /health stays open: probes and load balancers call it without
-        credentials, and it shows no event, registration or id.
+        credentials, and it shows no event, registration or id; so does the
+        OpenAPI document, which describes the API and holds no data.
         """
-        if handler == self.health:
+        if handler in (self.health, self.openapi):
             return
         if handler == self.ingest:
             token, setting = self.options.ingest_token, "security.ingest_token"
@@ -180,18 +211,19 @@ class App:
             token, setting = self.options.consumer_token, "security.consumer_token"
         check_bearer(request.headers.get(b"authorization"), token, setting)
 
-    def route(self, method: str, path: str) -> tuple[Handler, list[str]]:
+    def route(self, method: str, path: str) -> tuple[Handler, list[str], str]:
+        """The handler, the path parameters and the route template."""
         parts = [p for p in path.split("/") if p]
         if parts[:2] == ["api", "v1"] and len(parts) > 2:
             shape, params = _shape(parts[2:])
             handler = self._routes.get((method, shape))
             if handler is not None:
-                return handler, params
+                return handler, params, _template(shape)
             if any(s == shape for (_, s) in self._routes):
                 raise MethodNotAllowed(f"{method} is not allowed on {path}")
-        elif parts == ["health"]:
+        elif len(parts) == 1 and parts[0] in self._plain:
             if method in ("GET", "HEAD"):
-                return self.health, []
+                return self._plain[parts[0]], [], "/" + parts[0]
             raise MethodNotAllowed(f"{method} is not allowed on {path}")
         raise NotFound(f"No such endpoint: {method} {path}")
 
@@ -255,6 +287,12 @@ class App:
         }
         return json_response(body, 200 if status.ok else 503)
 
+    async def openapi(self, request: Request, _: list[str]) -> Response:
+        return Response(_OPENAPI_JSON)
+
+    async def prometheus(self, request: Request, _: list[str]) -> Response:
+        return Response(await self.metrics.render(), content_type=METRICS_CONTENT_TYPE.encode())
+
 
 def render_batch(batch: Batch | None) -> bytes:
     """`{"id": N, "entries": [...]}` from the stored bytes, the same every time."""
@@ -284,6 +322,21 @@ def client_subject(scope: Scope) -> str | None:
     """The subject of a verified client certificate (mutual TLS), if any."""
     subject = scope.get("extensions", {}).get("tls", {}).get("client_subject")
     return str(subject) if subject else None
+
+
+#: Route templates by shape, for metrics labels (and the OpenAPI paths).
+_TEMPLATES = {
+    "logs": "/api/v1/logs",
+    "logs/*": "/api/v1/logs/{id}",
+    "logs/*/ack/*": "/api/v1/logs/{id}/ack/{batchId}",
+    "registration": "/api/v1/registration",
+    "registration/*": "/api/v1/registration/{id}",
+}
+
+
+def _template(shape: str) -> str:
+    # A route added without a template still gets a bounded label.
+    return _TEMPLATES.get(shape) or "/api/v1/" + shape.replace("*", "{param}")
 
 
 def _shape(parts: list[str]) -> tuple[str, list[str]]:
@@ -342,9 +395,32 @@ def _integer(query: dict[str, str], key: str, low: int, high: int | None) -> int
     return int(raw)
 
 
+def _log_access(request: Request, status: int, elapsed: float) -> None:
+    """Method, path, status and duration: headers (tokens) and bodies (events) stay out."""
+    client = request.scope.get("client")
+    peer = f"{client[0]}:{client[1]}" if client else "-"
+    fields = {
+        "client": peer,
+        "method": request.method,
+        "path": request.path,
+        "route": request.route,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 3),
+    }
+    access_log.info(
+        "%s %s %s %d %.1fms",
+        peer,
+        request.method,
+        request.path,
+        status,
+        elapsed * 1000,
+        extra={"fields": fields},
+    )
+
+
 async def _send(send: Send, response: Response) -> None:
     headers = [
-        (b"content-type", _JSON),
+        (b"content-type", response.content_type),
         (b"content-length", str(len(response.body)).encode()),
         *response.headers,
     ]

@@ -22,6 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cfylogs.config import Settings
 from cfylogs.http.app import App, HttpOptions
+from cfylogs.metrics import Metrics
 from cfylogs.relay import Relay, RelayOptions
 from cfylogs.storage import create_storage
 from cfylogs.tls import build_server_context, peer_subject
@@ -105,6 +106,7 @@ def http_options(settings: Settings, ingest_only: bool = False) -> HttpOptions:
         ingest_only=ingest_only,
         ingest_token=token(settings.security_ingest_token),
         consumer_token=token(settings.security_consumer_token),
+        access_log=settings.server_access_log,
     )
 
 
@@ -115,7 +117,8 @@ def build_listeners(
     if settings.ssl_enabled and ssl_context is None:
         ssl_context = build_server_context(settings)
     main = bind(settings.server_address, settings.server_port)
-    listeners = [Listener("api", App(relay, http_options(settings)), main, ssl_context)]
+    metrics = Metrics(relay)
+    listeners = [Listener("api", App(relay, http_options(settings), metrics), main, ssl_context)]
     if ssl_context is not None:
         # Cloudify's Logstash cannot push over HTTPS: it keeps a plain port, for ingest only.
         try:
@@ -123,7 +126,7 @@ def build_listeners(
         except OSError:
             main.close()
             raise
-        ingest = App(relay, http_options(settings, ingest_only=True))
+        ingest = App(relay, http_options(settings, ingest_only=True), metrics)
         listeners.append(Listener("http", ingest, plain))
     return listeners
 
@@ -134,7 +137,7 @@ def _uvicorn_config(settings: Settings, listener: Listener) -> uvicorn.Config:
         loop="none",
         http=_TlsHttpToolsProtocol if listener.ssl_context else "httptools",
         lifespan="off",
-        access_log=settings.server_access_log,
+        access_log=False,  # ours (HttpOptions.access_log) also has the duration
         log_config=None,
         timeout_keep_alive=settings.server_keep_alive_sec,
         timeout_graceful_shutdown=settings.server_shutdown_timeout_sec,
@@ -151,6 +154,7 @@ async def serve(settings: Settings) -> None:
     ssl_context = build_server_context(settings)  # before the store: a bad keystore opens nothing
     relay = Relay(create_storage(settings), relay_options(settings))
     await relay.start()
+    log.info("storage %s ready%s", settings.storage_backend, _where(settings))
     try:
         listeners = build_listeners(settings, relay, ssl_context)
     except BaseException:
@@ -186,6 +190,11 @@ async def serve(settings: Settings) -> None:
             loop.remove_signal_handler(signum)
         await relay.stop()
         log.info("stopped")
+
+
+def _where(settings: Settings) -> str:
+    # Never the PostgreSQL DSN: it may hold a password.
+    return f" under {settings.home_directory}" if settings.storage_backend == "sqlite" else ""
 
 
 async def _wait_started(servers: list[_Server], tasks: list[asyncio.Task[None]]) -> None:

@@ -120,3 +120,40 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def status(self) -> StoreStatus:
         """State of the store for `/health` and metrics; never raises."""
+
+    # --- migration from the Java alien4cloud-cfy-logs (`cfylogs import-legacy`)
+
+    @abc.abstractmethod
+    async def adopt(
+        self,
+        registration_id: str,
+        legacy_batches: Sequence[tuple[int, Sequence[bytes]]],
+        now: float,
+    ) -> bool:
+        """Create registration `registration_id` with the unacknowledged batches it had.
+
+        `legacy_batches` are `(batch_id, entries)` in delivery order, ids strictly
+        increasing and >= 0, entries non-empty raw JSON objects. They are handed
+        out first, each as its own batch with its own id and exactly its entries
+        (deliveries counted as for any batch); then the events appended after the
+        adoption, in batches numbered from the last legacy id + 1 (0 without
+        legacy batches). The first legacy batch may already have been delivered
+        by the old server, so an ack of its id is accepted before any fetch.
+        Legacy batches count in the backlog figures, are dropped with the
+        registration (unregister, expire), and are not subject to backlog caps.
+
+        Returns False, changing nothing, when the id already exists (active or
+        expired): running an import twice adopts nothing twice. Raises
+        `ValueError` for ids out of order or negative, or an empty batch.
+        """
+
+
+def check_legacy_batches(legacy_batches: Sequence[tuple[int, Sequence[bytes]]]) -> None:
+    """The argument checks of `Storage.adopt`, shared by every backend."""
+    previous = -1
+    for batch_id, entries in legacy_batches:
+        if batch_id <= previous:
+            raise ValueError(f"legacy batch ids must be increasing and >= 0, got {batch_id}")
+        if not entries:
+            raise ValueError(f"legacy batch {batch_id} has no entries")
+        previous = batch_id

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import struct
 import uuid
@@ -58,7 +59,8 @@ from cfylogs.errors import (
     StorageUnavailable,
 )
 from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
-from cfylogs.storage.base import Storage, StorageLimits
+from cfylogs.storage import postgres_legacy as legacy
+from cfylogs.storage.base import Storage, StorageLimits, check_legacy_batches
 from cfylogs.storage.postgres_schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -558,17 +560,25 @@ class PostgresStorage(Storage):
         self, registration_id: str, name: str | None, client_subject: str | None, now: float
     ) -> Registration:
         async with self._transaction() as conn:
-            row = await _fetchone(
-                conn,
-                "INSERT INTO cfylogs_registrations (id, name, client_subject, created_at,"
-                " last_seen, active, cursor, next_batch_id)"
-                " SELECT %s, %s, %s, %s, %s, true, seq, 0 FROM cfylogs_head"
-                f" ON CONFLICT (id) DO NOTHING RETURNING {_REG_COLUMNS}",
-                (registration_id, name, client_subject, now, now),
-            )
-        if row is None:
+            reg = await _insert_registration(conn, registration_id, name, client_subject, now)
+        if reg is None:
             raise Conflict(f"registration id {registration_id} already exists")
-        return _Reg(*row).public()
+        return reg.public()
+
+    async def adopt(
+        self,
+        registration_id: str,
+        legacy_batches: Sequence[tuple[int, Sequence[bytes]]],
+        now: float,
+    ) -> bool:
+        check_legacy_batches(legacy_batches)
+        next_id = legacy_batches[-1][0] + 1 if legacy_batches else 0
+        async with self._transaction() as conn:
+            reg = await _insert_registration(conn, registration_id, None, None, now, next_id)
+            if reg is None:
+                return False  # the id exists: an import run twice adopts nothing twice
+            await legacy.insert(conn, registration_id, legacy_batches, now)
+        return True
 
     async def unregister(self, registration_id: str) -> None:
         async with self._transaction() as conn:
@@ -591,6 +601,9 @@ class PostgresStorage(Storage):
     ) -> Batch | None:
         async with self._transaction() as conn:
             reg = await self._lock_registration(conn, registration_id, now)
+            adopted = await legacy.hand_out(conn, registration_id)
+            if adopted is not None:
+                return adopted
             if reg.pending_start is not None:
                 return await self._redeliver(conn, reg)
             batch = await self._cut(conn, reg, max_entries, max_bytes)
@@ -627,6 +640,9 @@ class PostgresStorage(Storage):
     async def ack(self, registration_id: str, batch_id: int, now: float) -> AckResult:
         async with self._transaction() as conn:
             reg = await self._lock_registration(conn, registration_id, now)
+            adopted = await legacy.ack(conn, registration_id, batch_id)
+            if adopted is not None:
+                return adopted
             if reg.pending_start is not None and batch_id == reg.pending_id:
                 await conn.execute(
                     "UPDATE cfylogs_registrations SET pending_start = NULL,"
@@ -656,6 +672,7 @@ class PostgresStorage(Storage):
                     " WHERE id = ANY(%s)",
                     (expired,),
                 )
+                await legacy.drop(conn, expired)
                 await self._collect_garbage(conn)
         return expired
 
@@ -677,23 +694,14 @@ class PostgresStorage(Storage):
         async with self._transaction() as conn:
             cur = await conn.execute(
                 f"SELECT {', '.join('r.' + c.strip() for c in _REG_COLUMNS.split(','))},"
-                f" h.seq - {_BACKLOG_START}, h.byte - coalesce(e.byte, h.byte), e.ingested_at"
+                f" h.seq - {_BACKLOG_START}, h.byte - coalesce(e.byte, h.byte), e.ingested_at,"
+                f" {legacy.BACKLOG_COLUMNS}"
                 " FROM cfylogs_registrations r CROSS JOIN cfylogs_head h"
-                f" LEFT JOIN cfylogs_events e ON e.seq = {_BACKLOG_START}"
+                f" LEFT JOIN cfylogs_events e ON e.seq = {_BACKLOG_START} {legacy.BACKLOG_SQL}"
                 " WHERE r.active ORDER BY r.created_at, r.id"
             )
             rows = await cur.fetchall()
-        out = []
-        for row in rows:
-            events, nbytes, oldest = row[-3:]
-            out.append(
-                _Reg(*row[:-3]).public(
-                    backlog_events=max(int(events), 0),
-                    backlog_bytes=max(int(nbytes), 0),
-                    oldest_unacked_at=oldest,
-                )
-            )
-        return out
+        return [_listed(row) for row in rows]
 
     async def status(self) -> StoreStatus:
         try:
@@ -709,21 +717,65 @@ class PostgresStorage(Storage):
             async with self._pool.connection(timeout=STATUS_TIMEOUT) as conn:
                 row = await _fetchone_required(
                     conn,
-                    "SELECT h.seq, h.byte, t.seq, t.byte,"
+                    "SELECT h.seq, h.byte, t.seq, t.byte, adopted.*,"
                     " pg_total_relation_size('cfylogs_events')"
+                    " + pg_total_relation_size('cfylogs_legacy_batches')"
                     " FROM cfylogs_head h LEFT JOIN LATERAL"
-                    " (SELECT seq, byte FROM cfylogs_events ORDER BY seq LIMIT 1) t ON true",
+                    " (SELECT seq, byte FROM cfylogs_events ORDER BY seq LIMIT 1) t ON true"
+                    f" CROSS JOIN ({legacy.TOTALS_SQL}) adopted",
                 )
         except (psycopg.Error, PoolTimeout) as exc:
             self._note_failure(exc)
             raise StorageUnavailable(f"PostgreSQL does not answer: {exc}") from exc
-        head, head_byte, tail, tail_byte, disk = row
-        events = head - (head if tail is None else tail)
-        nbytes = head_byte - (head_byte if tail_byte is None else tail_byte)
+        head, head_byte, tail, tail_byte, adopted_events, adopted_bytes, disk = row
+        events = head - (head if tail is None else tail) + int(adopted_events)
+        nbytes = head_byte - (head_byte if tail_byte is None else tail_byte) + int(adopted_bytes)
         return StoreStatus(self.name, True, "ok", events, nbytes, int(disk), None, head)
 
 
 # --- small helpers
+
+
+def _listed(row: tuple[Any, ...]) -> Registration:
+    """A row of `registrations()`: the registration, its backlog, its adopted batches."""
+    events, nbytes, oldest, adopted_events, adopted_bytes, adopted_oldest, first_id, first_n = row[
+        -8:
+    ]
+    public = _Reg(*row[:-8]).public(
+        backlog_events=max(int(events), 0) + int(adopted_events),
+        backlog_bytes=max(int(nbytes), 0) + int(adopted_bytes),
+        oldest_unacked_at=oldest,
+    )
+    if first_id is None:
+        return public
+    # Adopted batches come before the rest: the first of them is the pending one.
+    return dataclasses.replace(
+        public,
+        oldest_unacked_at=adopted_oldest,
+        pending_batch_id=first_id,
+        pending_deliveries=first_n,
+    )
+
+
+async def _insert_registration(
+    conn: AConn,
+    registration_id: str,
+    name: str | None,
+    client_subject: str | None,
+    now: float,
+    next_batch_id: int = 0,
+) -> _Reg | None:
+    """A new active registration that sees the events appended from now on; None if the
+    id is taken."""
+    row = await _fetchone(
+        conn,
+        "INSERT INTO cfylogs_registrations (id, name, client_subject, created_at,"
+        " last_seen, active, cursor, next_batch_id)"
+        " SELECT %s, %s, %s, %s, %s, true, seq, %s FROM cfylogs_head"
+        f" ON CONFLICT (id) DO NOTHING RETURNING {_REG_COLUMNS}",
+        (registration_id, name, client_subject, now, now, next_batch_id),
+    )
+    return None if row is None else _Reg(*row)
 
 
 async def _fetchone(conn: AConn, query: str, params: Any = None) -> tuple[Any, ...] | None:

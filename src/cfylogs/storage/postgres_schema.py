@@ -48,4 +48,19 @@ MIGRATIONS: list[list[str]] = [
         ) WITH (fillfactor = 50)  -- updated by every fetch and ack: room for HOT updates
         """,
     ],
+    # 2: batches adopted from the Java server (Storage.adopt), handed out first.
+    [
+        """
+        CREATE TABLE cfylogs_legacy_batches (
+            registration_id text NOT NULL
+                REFERENCES cfylogs_registrations (id) ON DELETE CASCADE,
+            batch_id        bigint NOT NULL,
+            ingested_at     double precision NOT NULL,
+            deliveries      integer NOT NULL DEFAULT 0,
+            size            bigint NOT NULL,   -- bytes of its entries
+            entries         bytea[] NOT NULL,  -- exactly as the Java server kept them
+            PRIMARY KEY (registration_id, batch_id)
+        )
+        """,
+    ],
 ]

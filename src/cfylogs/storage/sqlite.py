@@ -8,6 +8,8 @@ Model
 - `registrations`: per consumer, a cursor (first seq not yet handed out) and
   the pending batch `[pending_start, cursor)` whose id is `next_batch_id - 1`.
 - `meta`: schema version and the head (next seq, total bytes ever stored).
+- `legacy_batches`: batches adopted from the Java server (`import-legacy`),
+  per registration, handed out before its events from `chunks`.
 
 Concurrency (the datasette way): one writer thread owns the write connection.
 Operations are queued; the writer runs every queued operation in one
@@ -48,9 +50,10 @@ from cfylogs.errors import (
     RelayError,
     StorageCorrupt,
     StorageUnavailable,
+    StoreInUse,
 )
 from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
-from cfylogs.storage.base import Storage, StorageLimits
+from cfylogs.storage.base import Storage, StorageLimits, check_legacy_batches
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ T = TypeVar("T")
 
 DB_FILE = "cfylogs.sqlite3"
 LOCK_FILE = "cfylogs.lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Appends coalesced into one chunk stop growing it past this size.
 MAX_CHUNK_BYTES = 32 * 1024**2
 #: One transaction takes at most this much event data before committing.
@@ -104,6 +107,19 @@ CREATE TABLE registrations (
     start_byte         INTEGER NOT NULL DEFAULT 0  -- byte position of the backlog's start
 );
 """
+_LEGACY_SCHEMA = """
+CREATE TABLE legacy_batches (
+    registration_id TEXT NOT NULL,
+    batch_id        INTEGER NOT NULL,
+    ingested_at     REAL NOT NULL,
+    deliveries      INTEGER NOT NULL DEFAULT 0,
+    offsets         BLOB NOT NULL,      -- count + 1 uint32 boundaries in data
+    data            BLOB NOT NULL,      -- the entries, exactly as the Java server kept them
+    PRIMARY KEY (registration_id, batch_id)
+);
+"""
+#: What turns a store of schema version N into N + 1 (run at open, in one transaction).
+_MIGRATIONS = {1: _LEGACY_SCHEMA}
 
 
 def encode_offsets(values: Sequence[int]) -> bytes:
@@ -159,6 +175,17 @@ def _row(reg: _Reg) -> tuple[Any, ...]:
     return tuple(getattr(reg, name) for name in _REG_COLUMNS)
 
 
+@dataclass(frozen=True, slots=True)
+class _Legacy:
+    """Mirror of an adopted batch (without its entries, which stay on disk)."""
+
+    batch_id: int
+    count: int
+    size: int
+    ingested_at: float
+    deliveries: int
+
+
 @dataclass(slots=True)
 class _Op:
     run: Callable[[_Txn], Any]
@@ -177,6 +204,7 @@ class _Txn:
         self.head = store._head
         self.head_byte = store._head_byte
         self.changed: dict[str, _Reg | None] = {}
+        self.legacy_changed: dict[str, tuple[_Legacy, ...]] = {}
         self.gc = False
 
     def reg(self, registration_id: str) -> _Reg | None:
@@ -203,12 +231,52 @@ class _Txn:
             **changes,
         )
 
+    def legacy(self, registration_id: str) -> tuple[_Legacy, ...]:
+        if registration_id in self.legacy_changed:
+            return self.legacy_changed[registration_id]
+        return self.store._legacy.get(registration_id, ())
+
+    def drop_legacy(self, registration_id: str) -> None:
+        if self.legacy(registration_id):
+            self.conn.execute(
+                "DELETE FROM legacy_batches WHERE registration_id = ?", (registration_id,)
+            )
+            self.legacy_changed[registration_id] = ()
+
+    def create(
+        self,
+        registration_id: str,
+        name: str | None,
+        client_subject: str | None,
+        now: float,
+        next_batch_id: int = 0,
+    ) -> _Reg:
+        """A new active registration that sees the events appended from now on."""
+        reg = _Reg(
+            id=registration_id,
+            name=name,
+            client_subject=client_subject,
+            created_at=now,
+            last_seen=now,
+            active=True,
+            cursor=self.head,
+            next_batch_id=next_batch_id,
+            pending_start=None,
+            pending_deliveries=0,
+            redeliveries=0,
+            dropped=0,
+            start_byte=self.head_byte,
+        )
+        self.put(reg)
+        return reg
+
     def put(self, reg: _Reg) -> None:
         self.conn.execute(_REG_UPSERT, _row(reg))
         self.changed[reg.id] = reg
 
     def delete(self, registration_id: str) -> None:
         self.conn.execute("DELETE FROM registrations WHERE id = ?", (registration_id,))
+        self.drop_legacy(registration_id)
         self.changed[registration_id] = None
         self.gc = True
 
@@ -238,6 +306,8 @@ class SqliteStorage(Storage):
         self.sync = _SYNC_PRAGMA[sync]
         self._reader_count = readers
         self._regs: dict[str, _Reg] = {}
+        #: Adopted batches per registration, in delivery order (none for most).
+        self._legacy: dict[str, tuple[_Legacy, ...]] = {}
         self._last_seen: dict[str, float] = {}
         self._head = 0
         self._head_byte = 0
@@ -275,7 +345,7 @@ class SqliteStorage(Storage):
         except OSError:
             os.close(self._lock_fd)
             self._lock_fd = None
-            raise StorageCorrupt(
+            raise StoreInUse(
                 f"home_directory {self.home} is in use by another cfylogs process; "
                 "each relay needs its own home_directory (or share PostgreSQL instead)"
             ) from None
@@ -315,7 +385,8 @@ class SqliteStorage(Storage):
                 raise StorageCorrupt(f"{self.path} is an SQLite database not made by cfylogs")
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
             conn.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA}; INSERT INTO meta (key, value) VALUES "
+                f"BEGIN IMMEDIATE; {_SCHEMA}; {_LEGACY_SCHEMA}; "
+                "INSERT INTO meta (key, value) VALUES "
                 f"('schema_version', {SCHEMA_VERSION}), ('head_seq', 0), ('head_byte', 0); COMMIT;"
             )
             log.info("created the embedded store %s", self.path)
@@ -326,6 +397,13 @@ class SqliteStorage(Storage):
                 f"{self.path} was written by a newer cfylogs (schema {version}, this one "
                 f"knows {SCHEMA_VERSION}); run that version, or a later one, on it"
             )
+        while version < SCHEMA_VERSION:
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {_MIGRATIONS[version]}; UPDATE meta SET value = "
+                f"{version + 1} WHERE key = 'schema_version'; COMMIT;"
+            )
+            log.info("upgraded the embedded store %s to schema %d", self.path, version + 1)
+            version += 1
         self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         self._head = int(meta["head_seq"])
         self._head_byte = int(meta["head_byte"])
@@ -338,6 +416,16 @@ class SqliteStorage(Storage):
             values["active"] = bool(values["active"])
             reg = _Reg(**values)
             self._regs[reg.id] = reg
+        legacy: dict[str, list[_Legacy]] = {}
+        for rid, batch_id, offsets, size, ingested_at, deliveries in self._write_conn.execute(
+            "SELECT registration_id, batch_id, offsets, length(data), ingested_at, deliveries "
+            "FROM legacy_batches ORDER BY registration_id, batch_id"
+        ):
+            count = len(decode_offsets(offsets)) - 1
+            legacy.setdefault(rid, []).append(
+                _Legacy(batch_id, count, size, ingested_at, deliveries)
+            )
+        self._legacy = {rid: tuple(batches) for rid, batches in legacy.items()}
 
     async def close(self) -> None:
         if self._thread is None:
@@ -472,6 +560,11 @@ class SqliteStorage(Storage):
                 self._last_seen.pop(registration_id, None)
             else:
                 self._regs[registration_id] = reg
+        for registration_id, batches in txn.legacy_changed.items():
+            if batches:
+                self._legacy[registration_id] = batches
+            else:
+                self._legacy.pop(registration_id, None)
         self._head, self._head_byte = txn.head, txn.head_byte
         return outcomes
 
@@ -614,18 +707,14 @@ class SqliteStorage(Storage):
         )
 
     def _insert_chunk(self, txn: _Txn, events: list[bytes], now: float) -> None:
-        bounds = [0]
-        total = 0
-        for event in events:
-            total += len(event)
-            bounds.append(total)
+        offsets, data = _pack(events)
         txn.conn.execute(
             "INSERT INTO chunks (first_seq, count, first_byte, ingested_at, offsets, data) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (txn.head, len(events), txn.head_byte, now, encode_offsets(bounds), b"".join(events)),
+            (txn.head, len(events), txn.head_byte, now, offsets, data),
         )
         txn.head += len(events)
-        txn.head_byte += total
+        txn.head_byte += len(data)
 
     def _collect_garbage(self, txn: _Txn) -> None:
         """Delete the chunks every active registration is past."""
@@ -760,26 +849,39 @@ class SqliteStorage(Storage):
         def run(txn: _Txn) -> _Reg:
             if txn.reg(registration_id) is not None:
                 raise Conflict(f"registration id {registration_id} already exists")
-            reg = _Reg(
-                id=registration_id,
-                name=name,
-                client_subject=client_subject,
-                created_at=now,
-                last_seen=now,
-                active=True,
-                cursor=txn.head,
-                next_batch_id=0,
-                pending_start=None,
-                pending_deliveries=0,
-                redeliveries=0,
-                dropped=0,
-                start_byte=txn.head_byte,
-            )
-            txn.put(reg)
-            return reg
+            return txn.create(registration_id, name, client_subject, now)
 
         reg = await self._submit(run)
         return self._public(reg)
+
+    async def adopt(
+        self,
+        registration_id: str,
+        legacy_batches: Sequence[tuple[int, Sequence[bytes]]],
+        now: float,
+    ) -> bool:
+        check_legacy_batches(legacy_batches)
+
+        def run(txn: _Txn) -> bool:
+            if txn.reg(registration_id) is not None:
+                return False
+            next_id = legacy_batches[-1][0] + 1 if legacy_batches else 0
+            txn.create(registration_id, None, None, now, next_batch_id=next_id)
+            mirror = []
+            for batch_id, entries in legacy_batches:
+                offsets, data = _pack(entries)
+                txn.conn.execute(
+                    "INSERT INTO legacy_batches (registration_id, batch_id, ingested_at, "
+                    "offsets, data) VALUES (?, ?, ?, ?, ?)",
+                    (registration_id, batch_id, now, offsets, data),
+                )
+                mirror.append(_Legacy(batch_id, len(entries), len(data), now, 0))
+            txn.legacy_changed[registration_id] = tuple(mirror)
+            return True
+
+        size = sum(len(e) for _, entries in legacy_batches for e in entries)
+        adopted: bool = await self._submit(run, size=size)
+        return adopted
 
     async def unregister(self, registration_id: str) -> None:
         def run(txn: _Txn) -> None:
@@ -806,11 +908,17 @@ class SqliteStorage(Storage):
     ) -> Batch | None:
         reg = self._lookup(registration_id)
         self._last_seen[registration_id] = now
-        if reg.pending_start is None and reg.cursor >= self._head:
+        if (
+            reg.pending_start is None
+            and reg.cursor >= self._head
+            and registration_id not in self._legacy
+        ):
             return None
 
-        def run(txn: _Txn) -> tuple[int, int, int, int] | None:
+        def run(txn: _Txn) -> tuple[int, int, int, int, bool] | None:
             reg = txn.active_reg(registration_id)
+            if txn.legacy(registration_id):
+                return self._hand_out_legacy(txn, reg)
             if reg.pending_start is not None:
                 reg = dataclasses.replace(
                     reg,
@@ -831,18 +939,49 @@ class SqliteStorage(Storage):
                 return None
             txn.put(reg)
             assert reg.pending_start is not None
-            return reg.next_batch_id - 1, reg.pending_start, reg.cursor, reg.pending_deliveries
+            cut = reg.next_batch_id - 1, reg.pending_start, reg.cursor, reg.pending_deliveries
+            return (*cut, False)
 
         for _attempt in range(3):
             cut = await self._submit(run)
             if cut is None:
                 return None
-            batch_id, start, end, deliveries = cut
-            entries = await self._read(partial(self._read_range, start=start, end=end))
+            batch_id, start, end, deliveries, legacy = cut
+            read = (
+                partial(self._read_legacy, registration_id=registration_id, batch_id=batch_id)
+                if legacy
+                else partial(self._read_range, start=start, end=end)
+            )
+            entries = await self._read(read)
             if len(entries) == end - start:
                 return Batch(registration_id, batch_id, entries, deliveries)
             # The batch was acknowledged (and collected) between the cut and the read.
         raise StorageUnavailable("the pending batch changed while it was read; retry")
+
+    @staticmethod
+    def _hand_out_legacy(txn: _Txn, reg: _Reg) -> tuple[int, int, int, int, bool]:
+        """Adopted batches go first, each whole, under its own id."""
+        first, *rest = txn.legacy(reg.id)
+        first = dataclasses.replace(first, deliveries=first.deliveries + 1)
+        txn.conn.execute(
+            "UPDATE legacy_batches SET deliveries = ? WHERE registration_id = ? AND batch_id = ?",
+            (first.deliveries, reg.id, first.batch_id),
+        )
+        txn.legacy_changed[reg.id] = (first, *rest)
+        if first.deliveries > 1:
+            txn.put(dataclasses.replace(reg, redeliveries=reg.redeliveries + 1))
+        return first.batch_id, 0, first.count, first.deliveries, True
+
+    @staticmethod
+    def _read_legacy(conn: sqlite3.Connection, registration_id: str, batch_id: int) -> list[bytes]:
+        row = conn.execute(
+            "SELECT offsets, data FROM legacy_batches WHERE registration_id = ? AND batch_id = ?",
+            (registration_id, batch_id),
+        ).fetchone()
+        if row is None:  # acknowledged meanwhile
+            return []
+        offsets, view = decode_offsets(row[0]), memoryview(row[1])
+        return [bytes(view[offsets[i] : offsets[i + 1]]) for i in range(len(offsets) - 1)]
 
     def _limit_bytes(self, txn: _Txn, start: int, end: int, max_bytes: int) -> int:
         conn = txn.conn
@@ -875,6 +1014,8 @@ class SqliteStorage(Storage):
 
         def run(txn: _Txn) -> AckResult:
             reg = txn.active_reg(registration_id)
+            if txn.legacy(registration_id):
+                return self._ack_legacy(txn, registration_id, batch_id)
             if reg.pending_start is not None and batch_id == reg.pending_id:
                 start_byte = self._byte_position(txn.conn, reg.cursor, txn.head, txn.head_byte)
                 txn.put(
@@ -890,6 +1031,22 @@ class SqliteStorage(Storage):
 
         return await self._submit(run)
 
+    @staticmethod
+    def _ack_legacy(txn: _Txn, registration_id: str, batch_id: int) -> AckResult:
+        # The first adopted batch may have been handed out by the Java server just
+        # before the migration: its ack is accepted even before we deliver it.
+        first, *rest = txn.legacy(registration_id)
+        if batch_id == first.batch_id:
+            txn.conn.execute(
+                "DELETE FROM legacy_batches WHERE registration_id = ? AND batch_id = ?",
+                (registration_id, batch_id),
+            )
+            txn.legacy_changed[registration_id] = tuple(rest)
+            return AckResult(True, first.count)
+        if 0 <= batch_id < first.batch_id:
+            return AckResult(False)
+        raise BatchNotDelivered(registration_id, batch_id, first.batch_id)
+
     async def expire(self, idle_since: float) -> list[str]:
         def run(txn: _Txn) -> list[str]:
             expired = []
@@ -897,6 +1054,7 @@ class SqliteStorage(Storage):
                 seen = max(self._last_seen.get(reg.id, 0.0), reg.last_seen)
                 if seen < idle_since:
                     txn.put(txn.emptied(reg, active=False, last_seen=seen))
+                    txn.drop_legacy(reg.id)
                     expired.append(reg.id)
             txn.gc = txn.gc or bool(expired)
             return expired
@@ -919,7 +1077,7 @@ class SqliteStorage(Storage):
     # --- views
 
     def _public(self, reg: _Reg, **backlog: Any) -> Registration:
-        return Registration(
+        public = Registration(
             id=reg.id,
             name=reg.name,
             created_at=reg.created_at,
@@ -930,6 +1088,18 @@ class SqliteStorage(Storage):
             redeliveries=reg.redeliveries,
             dropped_events=reg.dropped,
             **backlog,
+        )
+        legacy = self._legacy.get(reg.id)
+        if not legacy:
+            return public
+        # Adopted batches come before the rest: the first of them is the pending one.
+        return dataclasses.replace(
+            public,
+            backlog_events=public.backlog_events + sum(b.count for b in legacy),
+            backlog_bytes=public.backlog_bytes + sum(b.size for b in legacy),
+            oldest_unacked_at=legacy[0].ingested_at,
+            pending_batch_id=legacy[0].batch_id,
+            pending_deliveries=legacy[0].deliveries,
         )
 
     async def registrations(self) -> list[Registration]:
@@ -973,6 +1143,9 @@ class SqliteStorage(Storage):
             events, nbytes = await self._read(read)
         except StorageUnavailable as exc:
             ok, detail, events, nbytes = False, exc.message, 0, 0
+        legacy = [batch for batches in self._legacy.values() for batch in batches]
+        events += sum(batch.count for batch in legacy)
+        nbytes += sum(batch.size for batch in legacy)
         disk, free = await asyncio.to_thread(self._disk_usage)
         return StoreStatus(self.name, ok, detail, events, nbytes, disk, free, head)
 
@@ -985,6 +1158,16 @@ class SqliteStorage(Storage):
             return disk, shutil.disk_usage(self.home).free
         except OSError:
             return disk, None
+
+
+def _pack(events: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """Events back to back, with their count + 1 boundaries."""
+    bounds = [0]
+    total = 0
+    for event in events:
+        total += len(event)
+        bounds.append(total)
+    return encode_offsets(bounds), b"".join(events)
 
 
 def _never_called(txn: _Txn) -> AppendOutcome:  # appends run on the writer's coalescing path

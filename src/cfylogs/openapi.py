@@ -1,0 +1,320 @@
+"""The OpenAPI document of the whole HTTP API, served at `/openapi.json`.
+
+Kept as one Python dict beside the code it describes; `tests/e2e/test_openapi.py`
+runs schemathesis against a live server with it, so a route, a status or a body
+shape that drifts from this document fails the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cfylogs import __version__
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str, headers: Schema | None = None) -> Schema:
+    response = _json(_ref("Error"), description)
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds before a retry.", "schema": {"type": "integer"}}
+}
+
+#: Answers any route may give.
+_COMMON: Schema = {
+    "401": _error("A token is configured (security.*) and the request lacks it."),
+    "503": _error("The store cannot take the request now; retry.", _RETRY_AFTER),
+}
+_NOT_FOUND = _error("Unknown registration (error.code 504), or no such route.")
+_BAD = _error("Invalid request: the message says what is wrong.")
+
+_ID: Schema = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "Registration id, as returned by POST /api/v1/registration.",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,200}$"},
+}
+
+_SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object",
+        "required": ["data", "error"],
+        "properties": {
+            "data": {"nullable": True, "type": "object", "maxProperties": 0},
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {
+                        "type": "integer",
+                        "description": "504 for not found (Alien4Cloud), else the HTTP status.",
+                    },
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+    "Event": {
+        "type": "object",
+        "description": "A Cloudify event or log, any JSON object, kept exactly as posted.",
+        "additionalProperties": True,
+    },
+    "Batch": {
+        "type": "object",
+        "description": "The pending batch, or `{}` when nothing is pending.",
+        "properties": {
+            "id": {"type": "integer", "minimum": 0},
+            "entries": {"type": "array", "items": _ref("Event")},
+        },
+    },
+    "Registration": {
+        "type": "object",
+        "required": ["id", "name", "created", "last_seen", "backlog_events", "backlog_bytes"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string", "nullable": True},
+            "created": {"type": "number", "description": "Unix time."},
+            "last_seen": {"type": "number", "description": "Unix time."},
+            "client_subject": {"type": "string", "nullable": True},
+            "backlog_events": {"type": "integer", "minimum": 0},
+            "backlog_bytes": {"type": "integer", "minimum": 0},
+            "oldest_unacked_at": {"type": "number", "nullable": True},
+            "pending_batch_id": {"type": "integer", "nullable": True},
+            "pending_deliveries": {"type": "integer", "minimum": 0},
+            "redeliveries": {"type": "integer", "minimum": 0},
+            "dropped_events": {"type": "integer", "minimum": 0},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "version", "storage"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "unavailable"]},
+            "version": {"type": "string"},
+            "uptime_sec": {"type": "number"},
+            "storage": {
+                "type": "object",
+                "properties": {
+                    "backend": {"type": "string"},
+                    "detail": {"type": "string"},
+                    "events": {"type": "integer"},
+                    "bytes": {"type": "integer"},
+                    "disk_bytes": {"type": "integer"},
+                    "free_bytes": {"type": "integer", "nullable": True},
+                },
+            },
+        },
+    },
+}
+
+_INGEST: Schema = {
+    "summary": "Push events (Logstash http output)",
+    "description": (
+        "One JSON object (format json), a JSON array of objects (json_batch) or "
+        "newline-delimited objects. 200 once every event is durable; all or nothing."
+    ),
+    "parameters": [
+        {
+            "name": "Content-Encoding",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "enum": ["gzip", "deflate", "identity"]},
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [_ref("Event"), {"type": "array", "items": _ref("Event")}]}
+            },
+            "application/x-ndjson": {
+                "schema": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _ref("Event"),
+                    "description": "Sent as one JSON object per line (newline-delimited JSON).",
+                }
+            },
+        },
+    },
+    "responses": {
+        "200": _json(
+            {
+                "type": "object",
+                "required": ["accepted"],
+                "properties": {"accepted": {"type": "integer", "minimum": 0}},
+            },
+            "Every event is on disk (or discarded when no registration exists).",
+        ),
+        "400": _BAD,
+        "413": _error("Body over server.max_request_bytes (after decompression too)."),
+        "415": _error("Unsupported Content-Encoding."),
+        **_COMMON,
+    },
+}
+
+_FETCH: Schema = {
+    "summary": "Fetch the pending batch, or a new one",
+    "parameters": [
+        _ID,
+        {
+            "name": "wait",
+            "in": "query",
+            "description": "Long poll: seconds to hold the request while nothing is pending.",
+            "schema": {"type": "number", "minimum": 0, "maximum": 60},
+        },
+        {
+            "name": "max",
+            "in": "query",
+            "description": "At most this many entries in a new batch (capped by buffer.size).",
+            "schema": {"type": "integer", "minimum": 1},
+        },
+    ],
+    "responses": {
+        "200": _json(_ref("Batch"), "The pending batch, byte for byte the same until acked."),
+        "400": _BAD,
+        "404": _NOT_FOUND,
+        **_COMMON,
+    },
+}
+
+_ACK: Schema = {
+    "summary": "Acknowledge a batch (idempotent)",
+    "parameters": [
+        _ID,
+        {"name": "batchId", "in": "path", "required": True, "schema": {"type": "integer"}},
+    ],
+    "responses": {
+        "200": _json(
+            {
+                "type": "object",
+                "required": ["acknowledged", "events"],
+                "properties": {
+                    "acknowledged": {
+                        "type": "boolean",
+                        "description": "false when it was already acknowledged.",
+                    },
+                    "events": {"type": "integer", "minimum": 0},
+                },
+            },
+            "Acknowledged, now or before.",
+        ),
+        "400": _BAD,
+        "404": _NOT_FOUND,
+        "409": _error("That batch was never delivered; nothing changed."),
+        **_COMMON,
+    },
+}
+
+_REGISTER: Schema = {
+    "summary": "Register a consumer",
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string", "maxLength": 200}},
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": _json(
+            {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+            "The new registration; it sees the events ingested from now on.",
+        ),
+        "400": _BAD,
+        **_COMMON,
+    },
+}
+
+_LIST: Schema = {
+    "summary": "List registrations with their backlog",
+    "responses": {
+        "200": _json(
+            {
+                "type": "object",
+                "required": ["registrations"],
+                "properties": {"registrations": {"type": "array", "items": _ref("Registration")}},
+            },
+            "Active registrations, oldest first.",
+        ),
+        **_COMMON,
+    },
+}
+
+_UNREGISTER: Schema = {
+    "summary": "Remove a consumer and its backlog",
+    "parameters": [_ID],
+    "responses": {
+        "200": _json({"type": "object", "maxProperties": 0}, "Removed."),
+        "404": _NOT_FOUND,
+        **_COMMON,
+    },
+}
+
+_HEALTH: Schema = {
+    "summary": "Health of the relay and its store (no token needed)",
+    "responses": {
+        "200": _json(_ref("Health"), "The store answers."),
+        "503": _json(_ref("Health"), "The store does not answer."),
+    },
+}
+
+_METRICS: Schema = {
+    "summary": "Prometheus metrics",
+    "responses": {
+        "200": {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **_COMMON,
+    },
+}
+
+_OPENAPI: Schema = {
+    "summary": "This document",
+    "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+}
+
+OPENAPI: Schema = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "cfylogs",
+        "version": __version__,
+        "description": (
+            "Durable log relay between Cloudify's Logstash and Alien4Cloud orchestrators, "
+            "a drop-in for alien4cloud-cfy-logs. Tokens, when configured, are sent as "
+            "`Authorization: Bearer <token>`."
+        ),
+    },
+    "paths": {
+        "/api/v1/logs": {"post": _INGEST},
+        "/api/v1/logs/{id}": {"get": _FETCH},
+        "/api/v1/logs/{id}/ack/{batchId}": {"delete": _ACK},
+        "/api/v1/registration": {"post": _REGISTER, "get": _LIST},
+        "/api/v1/registration/{id}": {"delete": _UNREGISTER},
+        "/health": {"get": _HEALTH},
+        "/metrics": {"get": _METRICS},
+        "/openapi.json": {"get": _OPENAPI},
+    },
+    "components": {
+        "schemas": _SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+}
