@@ -107,3 +107,29 @@ def test_the_dsn_comes_from_the_environment_and_stays_out_of_reprs(
 def test_postgres_without_a_dsn_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"storage\.postgres\.dsn"):
         load_settings(cwd=tmp_path, environ={"CFYLOGS_STORAGE_BACKEND": "postgres"})
+
+
+async def test_a_database_of_an_older_cfylogs_is_migrated_in_place(
+    dsn: str, opened: list[PostgresStorage]
+) -> None:
+    with psycopg.connect(dsn) as conn:  # what the first release of the backend left
+        conn.execute(
+            "CREATE TABLE cfylogs_migrations (version integer PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO cfylogs_migrations (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO cfylogs_registrations (id, created_at, last_seen, active, cursor,"
+            " next_batch_id) VALUES ('kept', %s, %s, true, 0, 0)",
+            (NOW, NOW),
+        )
+    store = await open_store(dsn, opened)  # migrates from 1 to the newest
+    with psycopg.connect(dsn) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM cfylogs_migrations")]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+    assert [r.id for r in await store.registrations()] == ["kept"]
+    assert await store.adopt("adopted", [(3, [b'{"n":1}'])], NOW)
+    batch = await store.fetch("adopted", 10, 1 << 20, NOW)
+    assert batch is not None and (batch.id, list(batch.entries)) == (3, [b'{"n":1}'])
