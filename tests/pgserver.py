@@ -16,6 +16,7 @@ and initdb skips its own fsyncs.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -172,8 +173,31 @@ def running_server() -> Iterator[PgServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+_shared: PgServer | None = None
+_shared_stack = contextlib.ExitStack()
+
+
+def shared_server() -> PgServer:
+    """The test session's server, started on first use and stopped at exit.
+
+    For code that has no fixture at hand (the contract's `BACKENDS`, a
+    hypothesis state machine); tests take it as the `pg_server` fixture.
+    """
+    global _shared
+    if _shared is None:
+        _shared = _shared_stack.enter_context(running_server())
+        atexit.register(_stop_shared)
+    return _shared
+
+
+def _stop_shared() -> None:
+    global _shared
+    _shared_stack.close()
+    _shared = None
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """The session's PostgreSQL server. Unreachable or missing is a failure, never a skip."""
-    with running_server() as server:
-        yield server
+    yield shared_server()
+    _stop_shared()

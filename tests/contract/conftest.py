@@ -11,7 +11,7 @@ import pytest
 from cfylogs.storage.base import Storage, StorageLimits
 from cfylogs.storage.postgres import PostgresStorage
 from cfylogs.storage.sqlite import SqliteStorage
-from tests.pgserver import PgServer
+from tests.pgserver import shared_server
 
 
 @dataclass
@@ -41,14 +41,13 @@ class Backend:
             await store.close()
 
 
-def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def _sqlite(tmp_path: Path) -> Backend:
     return Backend("sqlite", lambda limits: SqliteStorage(tmp_path / "home", "full", limits))
 
 
-def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def _postgres(tmp_path: Path) -> Backend:
     """A fresh schema of the session's server per test: stores opened together share it."""
-    server: PgServer = request.getfixturevalue("pg_server")
-    dsn = server.create_schema()
+    dsn = shared_server().create_schema()
     return Backend(
         "postgres",
         lambda limits: PostgresStorage(dsn, "full", limits),
@@ -57,7 +56,7 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     )
 
 
-BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
+BACKENDS: dict[str, Callable[[Path], Backend]] = {
     "sqlite": _sqlite,
     "postgres": _postgres,
 }
@@ -65,7 +64,7 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    made = BACKENDS[request.param](request, tmp_path)
+    made = BACKENDS[request.param](tmp_path)
     yield made
     await made.close_all()
 
