@@ -180,11 +180,9 @@ class PostgresStorage(Storage):
     async def open(self) -> None:
         # The pool logs every failed reconnection attempt; we log the outage once.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
-        schema = await self._prepare()
-        # One channel per schema: deployments sharing a database do not wake each other.
-        self._channel = f"cfylogs_{schema}"[:63]
+        first = await self._prepare()
         self._pool = await self._new_pool()
-        self._listener = asyncio.create_task(self._listen(), name="cfylogs-pg-listen")
+        self._listener = asyncio.create_task(self._listen(first), name="cfylogs-pg-listen")
 
     async def _new_pool(self) -> AsyncConnectionPool[AConn]:
         pool: AsyncConnectionPool[AConn] = AsyncConnectionPool(
@@ -194,9 +192,9 @@ class PostgresStorage(Storage):
             max_size=self.pool_size,
             open=False,
             configure=self._configure,
-            # A connection is checked before use: after a database restart no request
-            # gets a dead one.
-            check=AsyncConnectionPool.check_connection,
+            # No check before each use (a round trip per operation): after an outage the
+            # listener replaces the whole pool, and a connection that fails alone costs
+            # one 503 and is then discarded by the pool.
             timeout=ACQUIRE_TIMEOUT,
             name="cfylogs",
         )
@@ -214,16 +212,23 @@ class PostgresStorage(Storage):
         if old is not None:
             await old.close()  # operations still on its connections finish first
 
-    async def _prepare(self) -> str:
-        """Connect once, migrate, return the schema: fail fast and clearly at start-up."""
+    async def _prepare(self) -> AConn:
+        """Connect, migrate, and listen: fail fast and clearly at start-up.
+
+        The connection is kept as the listener's first one."""
         try:
             conn = await psycopg.AsyncConnection.connect(
                 self.dsn, autocommit=True, **CONNECT_KWARGS
             )
-            async with conn:
+            try:
                 await self._migrate(conn)
                 schema: str = await _one(conn, "SELECT current_schema()")
-                return schema
+                # One channel per schema: deployments sharing a database do not wake each other.
+                self._channel = f"cfylogs_{schema}"[:63]
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            except BaseException:
+                await conn.close()
+                raise
         except psycopg.Error as exc:
             # libpq's messages name the host and port, never the password.
             raise ConfigError(
@@ -231,6 +236,7 @@ class PostgresStorage(Storage):
                 "runs, that the DSN's host, port, user and database are right, and that "
                 "pg_hba.conf lets this host in"
             ) from None
+        return conn
 
     async def _configure(self, conn: AConn) -> None:
         if self.sync != "full":
@@ -281,38 +287,50 @@ class PostgresStorage(Storage):
 
     # --- cross-instance wake-ups
 
-    async def _listen(self) -> None:
+    async def _listen(self, first: AConn | None) -> None:
         """LISTEN on a connection of its own; reconnect with backoff when it drops."""
         delay, lost = RECONNECT_FIRST, False
-        while True:
-            self._listening = False
-            try:
-                await self._listen_once(recovering=lost)
-            except Exception as exc:  # psycopg's, or the pool's: keep listening regardless
-                if self._listening:
-                    delay, lost = RECONNECT_FIRST, False
-                if not lost:
-                    log.warning("PostgreSQL connection lost (%s); reconnecting", exc)
-                    # Operations now wait less for a connection: producers get a quick 503.
-                    self._failure = self._failure or str(exc) or type(exc).__name__
-                lost = True
-            await asyncio.sleep(delay)  # backoff before reconnecting, not synchronisation
-            delay = min(delay * 2, RECONNECT_MAX)
+        try:
+            while True:
+                self._listening = False
+                try:
+                    conn, first = first or await self._connect_listener(recovering=lost), None
+                    async with conn:
+                        self._listening = True
+                        await self._receive(conn)
+                except Exception as exc:  # psycopg's, or the pool's: keep listening regardless
+                    if self._listening:
+                        delay, lost = RECONNECT_FIRST, False
+                    if not lost:
+                        log.warning("PostgreSQL connection lost (%s); reconnecting", exc)
+                        # Operations now wait less for a connection: producers get a quick 503.
+                        self._failure = self._failure or str(exc) or type(exc).__name__
+                    lost = True
+                await asyncio.sleep(delay)  # backoff before reconnecting, not synchronisation
+                delay = min(delay * 2, RECONNECT_MAX)
+        finally:
+            if first is not None:  # cancelled before it took its first connection
+                await first.close()
 
-    async def _listen_once(self, recovering: bool) -> None:
+    async def _connect_listener(self, recovering: bool) -> AConn:
         conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **CONNECT_KWARGS)
-        async with conn:
+        try:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
             if recovering:
                 log.info("PostgreSQL reachable again")
                 await self._renew_pool()
                 self._wake()  # events may have been stored while nobody listened
-            self._listening = True
-            while True:
-                async for note in conn.notifies(timeout=LISTEN_PING_EVERY):
-                    if note.payload != self.instance:
-                        self._wake()
-                await conn.execute("SELECT 1")  # an idle connection may be dead: find out
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _receive(self, conn: AConn) -> None:
+        while True:
+            async for note in conn.notifies(timeout=LISTEN_PING_EVERY):
+                if note.payload != self.instance:
+                    self._wake()
+            await conn.execute("SELECT 1")  # an idle connection may be dead: find out
 
     def _wake(self) -> None:
         for callback in self._callbacks:
