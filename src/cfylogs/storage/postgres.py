@@ -359,20 +359,23 @@ class PostgresStorage(Storage):
             log.error("PostgreSQL operation failed: %s", exc)
         self._failure = str(exc) or type(exc).__name__
 
-    async def _lock_registration(self, conn: AConn, registration_id: str, now: float) -> _Reg:
-        """Lock an active registration's row and renew its lease, in one statement."""
+    async def _lock_registration(
+        self, conn: AConn, registration_id: str, now: float
+    ) -> tuple[_Reg, bool]:
+        """Lock an active registration's row and renew its lease, in one statement; also
+        say whether it has adopted batches left (`postgres_legacy`)."""
         row = await _fetchone(
             conn,
-            f"UPDATE cfylogs_registrations SET last_seen = greatest(last_seen, %s) "
-            f"WHERE id = %s RETURNING {_REG_COLUMNS}",
+            f"UPDATE cfylogs_registrations r SET last_seen = greatest(last_seen, %s) "
+            f"WHERE id = %s RETURNING {_REG_COLUMNS}, {legacy.EXISTS_SQL}",
             (now, registration_id),
         )
         if row is None:
             raise RegistrationNotFound(registration_id)
-        reg = _Reg(*row)
+        reg = _Reg(*row[:-1])
         if not reg.active:
             raise RegistrationExpired(registration_id)  # rolls the renewal back
-        return reg
+        return reg, bool(row[-1])
 
     async def _collect_garbage(self, conn: AConn) -> None:
         """Delete the events every active registration is past.
@@ -618,10 +621,9 @@ class PostgresStorage(Storage):
         self, registration_id: str, max_entries: int, max_bytes: int, now: float
     ) -> Batch | None:
         async with self._transaction() as conn:
-            reg = await self._lock_registration(conn, registration_id, now)
-            adopted = await legacy.hand_out(conn, registration_id)
-            if adopted is not None:
-                return adopted
+            reg, has_adopted = await self._lock_registration(conn, registration_id, now)
+            if has_adopted:
+                return await legacy.hand_out(conn, registration_id)
             if reg.pending_start is not None:
                 return await self._redeliver(conn, reg)
             batch = await self._cut(conn, reg, max_entries, max_bytes)
@@ -657,10 +659,9 @@ class PostgresStorage(Storage):
 
     async def ack(self, registration_id: str, batch_id: int, now: float) -> AckResult:
         async with self._transaction() as conn:
-            reg = await self._lock_registration(conn, registration_id, now)
-            adopted = await legacy.ack(conn, registration_id, batch_id)
-            if adopted is not None:
-                return adopted
+            reg, has_adopted = await self._lock_registration(conn, registration_id, now)
+            if has_adopted:
+                return await legacy.ack(conn, registration_id, batch_id)
             if reg.pending_start is not None and batch_id == reg.pending_id:
                 await conn.execute(
                     "UPDATE cfylogs_registrations SET pending_start = NULL,"

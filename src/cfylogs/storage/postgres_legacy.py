@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from cfylogs.errors import BatchNotDelivered
+from cfylogs.errors import BatchNotDelivered, StorageCorrupt
 from cfylogs.models import AckResult, Batch
 
 AConn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -32,6 +32,8 @@ BACKLOG_SQL = (
 BACKLOG_COLUMNS = (
     "legacy.events, legacy.bytes, legacy.oldest, legacy.first_id, legacy.first_deliveries"
 )
+#: Whether registration `r` has adopted batches left.
+EXISTS_SQL = "EXISTS (SELECT FROM cfylogs_legacy_batches l WHERE l.registration_id = r.id)"
 TOTALS_SQL = (
     "SELECT coalesce(sum(cardinality(entries)), 0), coalesce(sum(size), 0)"
     " FROM cfylogs_legacy_batches"
@@ -52,8 +54,8 @@ async def insert(
         )
 
 
-async def hand_out(conn: AConn, registration_id: str) -> Batch | None:
-    """The first adopted batch, whole, counting one more delivery; None when none is left."""
+async def hand_out(conn: AConn, registration_id: str) -> Batch:
+    """The first adopted batch, whole, counting one more delivery (the registration has one)."""
     cur = await conn.execute(
         "UPDATE cfylogs_legacy_batches SET deliveries = deliveries + 1"
         " WHERE registration_id = %(id)s AND batch_id = (SELECT min(batch_id)"
@@ -63,7 +65,7 @@ async def hand_out(conn: AConn, registration_id: str) -> Batch | None:
     )
     row = await cur.fetchone()
     if row is None:
-        return None
+        raise StorageCorrupt(f"the adopted batches of registration {registration_id} vanished")
     batch_id, deliveries, entries = row
     if deliveries > 1:
         await conn.execute(
@@ -73,8 +75,8 @@ async def hand_out(conn: AConn, registration_id: str) -> Batch | None:
     return Batch(registration_id, batch_id, [bytes(e) for e in entries], deliveries)
 
 
-async def ack(conn: AConn, registration_id: str, batch_id: int) -> AckResult | None:
-    """Acknowledge an adopted batch; None when the registration has none left.
+async def ack(conn: AConn, registration_id: str, batch_id: int) -> AckResult:
+    """Acknowledge an adopted batch (the registration has one).
 
     The first one may have been handed out by the Java server just before the
     migration: its ack is accepted even before we deliver it.
@@ -86,7 +88,7 @@ async def ack(conn: AConn, registration_id: str, batch_id: int) -> AckResult | N
     )
     row = await cur.fetchone()
     if row is None:
-        return None
+        raise StorageCorrupt(f"the adopted batches of registration {registration_id} vanished")
     first, count = row
     if batch_id == first:
         await conn.execute(
