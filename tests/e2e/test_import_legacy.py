@@ -105,3 +105,14 @@ def test_an_unreadable_registrations_file_imports_nothing(
     result = run_import(server, tmp_path)
     assert result.returncode == 1 and "nothing imported" in result.stderr
     assert not server.home.exists()
+
+
+def test_serving_on_an_unimported_java_home_says_so(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    legacy = tmp_path / "a4ccfylogs"
+    legacy.mkdir()
+    build_legacy_home(legacy)
+    server = server_factory(config={"home_directory": str(legacy)}).start()
+    server.stop()
+    assert f"cfylogs import-legacy {legacy}" in server.run_log()

@@ -58,7 +58,14 @@ from cfylogs.errors import (
     StorageCorrupt,
     StorageUnavailable,
 )
-from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
+from cfylogs.models import (
+    AckResult,
+    AppendOutcome,
+    Batch,
+    DeadLetter,
+    Registration,
+    StoreStatus,
+)
 from cfylogs.storage import postgres_legacy as legacy
 from cfylogs.storage.base import Storage, StorageLimits, check_legacy_batches
 from cfylogs.storage.postgres_schema import MIGRATIONS
@@ -750,6 +757,81 @@ class PostgresStorage(Storage):
         events = head - (head if tail is None else tail) + int(adopted_events)
         nbytes = head_byte - (head_byte if tail_byte is None else tail_byte) + int(adopted_bytes)
         return StoreStatus(self.name, True, "ok", events, nbytes, int(disk), None, head)
+
+    # --- dead letters: events the ingest filter kept from consumers (ingest.accept)
+
+    async def append_dead_letters(
+        self, letters: Sequence[tuple[bytes, str]], now: float, max_kept: int
+    ) -> int:
+        if not letters:
+            return 0
+        async with self._transaction() as conn:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO cfylogs_dead_letters (received_at, reason, event)"
+                    " VALUES (%s, %s, %s)",
+                    [(now, reason, event) for event, reason in letters],
+                )
+            if max_kept <= 0:
+                return 0
+            over = int(await _one(conn, "SELECT count(*) FROM cfylogs_dead_letters")) - max_kept
+            if over <= 0:
+                return 0
+            await conn.execute(
+                "DELETE FROM cfylogs_dead_letters WHERE id IN"
+                " (SELECT id FROM cfylogs_dead_letters ORDER BY id LIMIT %s)",
+                (over,),
+            )
+        return over
+
+    async def list_dead_letters(self, after_id: int, limit: int) -> list[DeadLetter]:
+        async with self._transaction() as conn:
+            cur = await conn.execute(
+                "SELECT id, event, reason, received_at FROM cfylogs_dead_letters"
+                " WHERE id > %s ORDER BY id LIMIT %s",
+                (after_id, limit),
+            )
+            rows = await cur.fetchall()
+        return [DeadLetter(id, bytes(event), reason, at) for id, event, reason, at in rows]
+
+    async def count_dead_letters(self) -> int:
+        async with self._transaction() as conn:
+            return int(await _one(conn, "SELECT count(*) FROM cfylogs_dead_letters"))
+
+    async def replay_dead_letters(self, ids: Sequence[int], now: float) -> AppendOutcome:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return AppendOutcome(0, 0)
+        async with self._transaction() as conn:
+            # Locked (dead letters, then the head in `_append_in`): replayed once only.
+            cur = await conn.execute(
+                "SELECT id, event FROM cfylogs_dead_letters WHERE id = ANY(%s)"
+                " ORDER BY id FOR UPDATE",
+                (wanted,),
+            )
+            rows = await cur.fetchall()
+            events = [bytes(event) for _, event in rows]
+            if not events:
+                return AppendOutcome(0, 0)
+            # The append step itself, so replayed events meet the same limits as ingest.
+            [outcome] = await self._append_in(conn, [(events, sum(map(len, events)))], now)
+            if isinstance(outcome, RelayError):
+                raise outcome  # rolls back: nothing changes
+            if outcome.stored:
+                await conn.execute(
+                    "DELETE FROM cfylogs_dead_letters WHERE id = ANY(%s)", ([r[0] for r in rows],)
+                )
+        return outcome
+
+    async def purge_dead_letters(self, ids: Sequence[int] | None) -> int:
+        async with self._transaction() as conn:
+            if ids is None:
+                cur = await conn.execute("DELETE FROM cfylogs_dead_letters")
+            else:
+                cur = await conn.execute(
+                    "DELETE FROM cfylogs_dead_letters WHERE id = ANY(%s)", (sorted(set(ids)),)
+                )
+            return cur.rowcount
 
 
 # --- small helpers

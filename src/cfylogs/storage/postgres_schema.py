@@ -63,4 +63,15 @@ MIGRATIONS: list[list[str]] = [
         )
         """,
     ],
+    # 3: dead letters, events the ingest filter kept from consumers (ingest.accept).
+    [
+        """
+        CREATE TABLE cfylogs_dead_letters (
+            id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            received_at double precision NOT NULL,
+            reason      text NOT NULL,
+            event       bytea NOT NULL
+        )
+        """,
+    ],
 ]
