@@ -99,3 +99,20 @@ async def test_concurrent_appends_and_fetches_across_stores_skip_nothing(
     for p in range(producers):
         mine = [e for e in received if e.startswith(b'{"p":%d,' % p)]
         assert mine == [b'{"p":%d,"i":%d}' % (p, i) for i in range(per_producer)]
+
+
+async def test_a_dead_letter_replayed_from_two_instances_at_once_is_stored_once(
+    stores: list[Storage],
+) -> None:
+    a, b, _ = stores
+    registration_id = str(uuid.uuid4())
+    await a.register(registration_id, None, None, NOW)
+    await a.append_dead_letters([(ev(i), "junk") for i in range(3)], NOW, 0)
+    ids = [letter.id for letter in await b.list_dead_letters(0, 10)]
+    outcomes = await asyncio.gather(
+        a.replay_dead_letters(ids, NOW), b.replay_dead_letters(ids, NOW)
+    )
+    assert sorted(outcome.stored for outcome in outcomes) == [0, 3]
+    batch = await b.fetch(registration_id, 10, BIG, NOW)
+    assert batch is not None and list(batch.entries) == [ev(i) for i in range(3)]
+    assert await a.count_dead_letters() == 0
