@@ -246,6 +246,9 @@ class PostgresStorage(Storage):
         return conn
 
     async def _configure(self, conn: AConn) -> None:
+        # Our statements are small and indexed: JIT compilation (on by default since
+        # PostgreSQL 12, triggered by estimates on young tables) costs tens of ms each.
+        await conn.execute("SET jit = off")
         if self.sync != "full":
             # Survives a crash of the relay (PostgreSQL has the commit), not of the database.
             await conn.execute("SET synchronous_commit = off")
