@@ -6,12 +6,15 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import ServerFactory
 from tests.e2e.test_crash import Consumer, Producer
+from tests.e2e.test_import_legacy import A as LEGACY_A
+from tests.e2e.test_import_legacy import build_legacy_home, run_import
 from tests.pgserver import PgServer, free_port, running_server
 from tests.support import Api, ServerProcess, wait_until
 
@@ -184,3 +187,19 @@ def test_fail_over_under_load_loses_nothing_acknowledged(relays: list[ServerProc
         assert all((producer.p, i) in may_repeat for i in repeated), "an acked batch came again"
         first_seen = list(dict.fromkeys(got))
         assert first_seen == sorted(first_seen), f"producer {producer.p}: order broken"
+
+
+def test_import_legacy_into_the_shared_database_while_relays_serve_it(
+    relays: list[ServerProcess], apis: list[Api], tmp_path: Path
+) -> None:
+    legacy = tmp_path / "a4ccfylogs"
+    legacy.mkdir()
+    batches = build_legacy_home(legacy)
+    done = run_import(relays[0], legacy)  # relays[0]'s config file: the same database
+    assert "adopted 3 registrations (4 batches, 7 events)" in done.stdout, done.stderr
+    a, b, _ = apis
+    for batch_id, entries in batches[LEGACY_A]:
+        batch = a.fetch(LEGACY_A)  # adopted batches are served by every relay
+        assert (batch["id"], batch["entries"]) == (batch_id, entries)
+        assert b.ack(LEGACY_A, batch_id).status_code == 200
+    assert b.fetch(LEGACY_A) == {}
