@@ -152,12 +152,23 @@ def test_database_restart_answers_503_then_recovers_by_itself(
         assert "password" not in relay.run_log() and SECRET not in relay.run_log()
 
 
-def test_a_relay_without_its_database_stops_with_status_2(server_factory: ServerFactory) -> None:
+def test_a_relay_without_its_database_exits_1_so_that_it_is_restarted(
+    server_factory: ServerFactory,
+) -> None:
     nothing_there = f"host=127.0.0.1 port={free_port()} user=postgres dbname=postgres"
     relay = server_factory(postgres_config(nothing_there))
     relay.start(expect_ready=False)
-    assert relay.wait_exit(30) == 2
+    assert relay.wait_exit(30) == 1
     assert "storage.postgres.dsn" in relay.run_log() and SECRET not in relay.run_log()
+
+
+def test_a_database_that_does_not_exist_is_a_configuration_error(
+    server_factory: ServerFactory, pg_server: PgServer
+) -> None:
+    relay = server_factory(postgres_config(pg_server.dsn("no_such_database")))
+    relay.start(expect_ready=False)
+    assert relay.wait_exit(30) == 2
+    assert "no_such_database" in relay.run_log()
 
 
 def test_fail_over_under_load_loses_nothing_acknowledged(relays: list[ServerProcess]) -> None:

@@ -238,11 +238,16 @@ class PostgresStorage(Storage):
                 raise
         except psycopg.Error as exc:
             # libpq's messages name the host and port, never the password.
-            raise ConfigError(
+            message = (
                 f"storage.postgres.dsn: cannot use PostgreSQL: {exc}; check that the server "
                 "runs, that the DSN's host, port, user and database are right, and that "
                 "pg_hba.conf lets this host in"
-            ) from None
+            )
+            if _unreachable(exc):
+                # Exit status 1, not 2: a service manager restarts the relay until the
+                # database is up (relays may well start before it).
+                raise ConnectionError(message) from None
+            raise ConfigError(message) from None
         return conn
 
     async def _configure(self, conn: AConn) -> None:
@@ -838,6 +843,20 @@ class PostgresStorage(Storage):
 
 
 # --- small helpers
+
+
+def _unreachable(exc: psycopg.Error) -> bool:
+    """The server is not there (yet): no answer at all, or it is starting or stopping.
+    Anything else (authentication, an unknown database, a bad DSN) is configuration."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    if exc.sqlstate is not None:
+        return exc.sqlstate.startswith(("08", "57P"))
+    # libpq reports a refusal during start-up as text only: "FATAL:" is the server speaking.
+    text = str(exc)
+    return "FATAL:" not in text or any(
+        phrase in text for phrase in ("starting up", "shutting down", "recovery", "too many")
+    )
 
 
 def _listed(row: tuple[Any, ...]) -> Registration:
