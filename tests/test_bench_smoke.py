@@ -1,0 +1,66 @@
+"""The benchmark harness still runs end to end (tiny counts; no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("bench")
+    if shutil.which("wrk") is None:
+        from bench.system import ensure_commands
+
+        if ensure_commands({"wrk": "wrk"}):
+            pytest.fail("wrk is not installed and apt-get could not install it")
+    cmd = [
+        sys.executable, "-m", "bench", "--quick", "--no-peers",
+        "--only", "disk,P1,P1-paced,P3,P6", "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "report.md").read_text().startswith("# cfylogs benchmark run")
+    data: dict[str, object] = json.loads((out / "report.json").read_text())
+    return data
+
+
+def test_every_scenario_asked_for_is_measured(report: dict[str, object]) -> None:
+    summary = report["summary"]
+    assert isinstance(summary, dict)
+    assert set(summary) == {"disk", "P1", "P1-paced", "P3", "P6"}
+    assert set(summary["P1"]) == {"asgi-ceiling", "cfylogs"}
+
+
+def test_measures_are_sane(report: dict[str, object]) -> None:
+    summary = report["summary"]
+    assert isinstance(summary, dict)
+    for system in ("asgi-ceiling", "cfylogs"):
+        p1 = summary["P1"][system]
+        assert p1["events_per_sec"] > 0 and p1["errors"] == 0
+        assert 0 <= p1["client_cpu_pct"] <= 200 and p1["server_cpu_pct"] > 0
+        assert isinstance(p1["client_bound"], bool)
+    assert summary["P3"]["cfylogs"]["events"] == 5_000
+    paced = summary["P1-paced"]["cfylogs"]
+    assert paced["errors"] == 0 and paced["achieved_rate"] > 0.8 * paced["target_rate"]
+    restart = summary["P6"]["cfylogs"]
+    assert restart["events"] == 10_000 and 0 < restart["answer_sec"] < 30
+    assert restart["rss_restart_mb"] > 0
+    assert summary["disk"]["framed-500"]["events_per_sec"] > 0
+
+
+def test_targets_are_reported(report: dict[str, object]) -> None:
+    targets = report["targets"]
+    assert isinstance(targets, list)
+    names = {line["target"] for line in targets}
+    assert {"P1", "P2", "P3", "P4", "P5", "P6"} <= names
+    assert all(line["pass"] in (True, False, None) for line in targets)
