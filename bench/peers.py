@@ -88,7 +88,7 @@ class RedisStreams(System):
         numbers = [float(x) for x in re.findall(r'"([\d.]+)"', out.splitlines()[-1])[-7:]]
         rps, _avg, _min, p50, _p95, p99, _max = numbers
         measure = {"events_per_sec": rps, "events": count, "p50_ms": p50, "p99_ms": p99}
-        return {**measure, "errors": 0, **cpu_fields(cpu)}, rps
+        return {**measure, "errors": 0, **cpu_fields(cpu, count)}, rps
 
     async def ingest(self, load: Load, batched: bool) -> Measure:
         """redis-benchmark has counts, not durations: a short probe sizes the timed run."""
@@ -119,7 +119,7 @@ class RedisStreams(System):
         return {
             "events_per_sec": round(received / cpu.wall_sec, 1),
             "events": received,
-            **cpu_fields(cpu),
+            **cpu_fields(cpu, received),
         }
 
     async def e2e(self, rate: float, duration: float) -> Measure:
@@ -213,7 +213,7 @@ class RabbitMq(System):
             "p50_ms": round(percentile(latencies, 50), 3),
             "p99_ms": round(percentile(latencies, 99), 3),
             "errors": 0,
-            **cpu_fields(cpu),
+            **cpu_fields(cpu, events),
         }
 
     async def fill(self, count: int, load: Load, time_limit: float) -> Measure:
@@ -269,7 +269,7 @@ class RabbitMq(System):
         return {
             "events_per_sec": round(received / cpu.wall_sec, 1),
             "events": received,
-            **cpu_fields(cpu),
+            **cpu_fields(cpu, received),
         }
 
     async def e2e(self, rate: float, duration: float) -> Measure:

@@ -117,6 +117,7 @@ _COLUMNS = [
     ("p50_ms", "p50 ms"),
     ("p99_ms", "p99 ms"),
     ("server_cpu_pct", "server CPU %"),
+    ("server_cpu_us_per_event", "server CPU µs/event"),
     ("client_cpu_pct", "client CPU %"),
     ("others_cpu_pct", "others CPU %"),
     ("client_bound", "generator-bound"),

@@ -100,7 +100,9 @@ class Runner:
             for system in systems:
                 try:
                     await system.start()
-                    result = await asyncio.wait_for(measure(system), self.options.time_limit)
+                    # Fill and drain bound themselves; this catches a system that hangs.
+                    limit = self.options.time_limit + 60
+                    result = await asyncio.wait_for(measure(system), limit)
                     self.record(scenario, system.name, r, result)
                 except Exception as exc:  # one failing system must not sink the whole run
                     self.log(f"{scenario} {system.name} #{r} failed: {exc!r}")

@@ -121,6 +121,11 @@ class CpuUse:
     others_pct: float = 0.0
     wall_sec: float = 0.0
 
+    @property
+    def server_us(self) -> float:
+        """Server CPU time of the measurement, in microseconds."""
+        return self.server_pct / 100 * self.wall_sec * 1e6
+
 
 @contextmanager
 def measure_cpu(server_pid: int | None, in_process_client: bool) -> Iterator[CpuUse]:

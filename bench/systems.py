@@ -57,8 +57,12 @@ _SEQ_BATCH = msgspec.json.Decoder(_SeqBatch)
 SEQ = msgspec.json.Decoder(_Seq)
 
 
-def cpu_fields(cpu: CpuUse) -> Measure:
+def cpu_fields(cpu: CpuUse, events: int = 0) -> Measure:
+    """CPU figures; with `events`, also the server's CPU time per event, which (unlike a
+    rate) hardly moves when other work shares the cores: the figure to compare versions."""
+    per_event = {"server_cpu_us_per_event": round(cpu.server_us / events, 1)} if events else {}
     return {
+        **per_event,
         "server_cpu_pct": round(cpu.server_pct, 1),
         "client_cpu_pct": round(cpu.client_pct, 1),
         "others_cpu_pct": round(cpu.others_pct, 1),
@@ -67,6 +71,15 @@ def cpu_fields(cpu: CpuUse) -> Measure:
         # The generator spent more CPU than the server: its figure is a floor for the server.
         "client_heavy": cpu.client_pct > max(cpu.server_pct, 30.0),
     }
+
+
+#: A paced send starting later than this after its schedule: the generator fell behind.
+LATE_MS = 2.0
+
+
+def late(result: Paced) -> bool:
+    """A paced run whose generator did not keep its schedule counts as generator-bound."""
+    return percentile(result.lags_ms, 99) > LATE_MS
 
 
 def paced_fields(result: Paced) -> Measure:
@@ -131,7 +144,7 @@ def http_ingest(system: System, load: Load, batched: bool, path: str) -> Measure
         "p50_ms": result.p50_ms,
         "p99_ms": result.p99_ms,
         "errors": result.errors,
-        **cpu_fields(result.cpu),
+        **cpu_fields(result.cpu, result.requests * per_request),
     }
 
 
@@ -209,7 +222,7 @@ class Cfylogs(System):
         return {
             "events_per_sec": round(received / cpu.wall_sec, 1),
             "events": received,
-            **cpu_fields(cpu),
+            **cpu_fields(cpu, received),
         }
 
     async def paced_ingest(self, rate: float, duration: float) -> Measure:
@@ -227,7 +240,9 @@ class Cfylogs(System):
         with measure_cpu(self.pid, in_process_client=True) as cpu:
             result = await pace(rate, duration, send)
         await _close_pool(pool)
-        return {**paced_fields(result), **cpu_fields(cpu)}
+        measure = {**paced_fields(result), **cpu_fields(cpu)}
+        measure["client_bound"] = measure["client_bound"] or late(result)
+        return measure
 
     async def e2e(self, rate: float, duration: float) -> Measure:
         """Post at `rate` while a consumer long-polls: time from POST sent to event received."""
@@ -278,6 +293,7 @@ def e2e_fields(result: Paced, e2e_ms: list[float], cpu: CpuUse) -> Measure:
         "send_lag_p99_ms": round(percentile(result.lags_ms, 99), 3),
         "errors": result.errors,
         **cpu_fields(cpu),
+        "client_bound": cpu.client_pct >= 90.0 or late(result),
     }
 
 

@@ -60,7 +60,10 @@ class ServerProcess:
         config: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         args: list[str] | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
+        #: A command the server runs under (e.g. setpriv, to drop root's capabilities).
+        self.prefix = list(prefix or [])
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.home = self.workdir / "home"
@@ -93,6 +96,7 @@ class ServerProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
+                    *self.prefix,
                     sys.executable,
                     "-m",
                     "cfylogs",

@@ -185,8 +185,9 @@ def _run(coro: object) -> None:
 
 def _add_client_commands() -> None:
     from cfylogs.commands import CLIENT_COMMANDS
+    from cfylogs.dead_letter_commands import dead_letters
 
-    for command in CLIENT_COMMANDS:
+    for command in [*CLIENT_COMMANDS, dead_letters]:
         main.add_command(command)
 
 

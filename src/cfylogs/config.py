@@ -389,6 +389,33 @@ class Settings:
         Size(0),
         "Refuse ingest (503) while less disk space is free (0: only when the disk is full).",
     )
+    storage_disk_reserve_bytes: int = setting(
+        "storage.disk_reserve_bytes",
+        4 * 1024**2,
+        Size(0),
+        "Embedded store: disk space booked in a file, given up when the disk is full so that "
+        "consumers can still acknowledge (0: none).",
+    )
+    server_request_timeout_sec: int = setting(
+        "server.request_timeout_sec",
+        60,
+        Int(1, 3600),
+        "Longest a client may take to send a request's headers and body (then 408 and the "
+        "connection is closed).",
+    )
+    ingest_accept: str = setting(
+        "ingest.accept",
+        "any",
+        Choice(("any", "cloudify")),
+        "any: every JSON object goes to consumers; cloudify: only Cloudify logs and events, "
+        "the rest to the dead letters (see docs/RELIABILITY.md).",
+    )
+    ingest_max_dead_letters: int = setting(
+        "ingest.max_dead_letters",
+        100_000,
+        Int(0),
+        "Most dead letters kept; beyond, the oldest are deleted, counted and logged (0: no cap).",
+    )
     storage_postgres_dsn: str | None = setting(
         "storage.postgres.dsn",
         None,

@@ -99,8 +99,14 @@ def read_legacy_home(path: Path) -> LegacyHome:
 
 
 def is_legacy_home(path: Path) -> bool:
-    """Whether `path` holds the Java server's state (its registrations.json)."""
-    return (path / REGISTRATIONS_FILE).is_file()
+    """Whether `path` holds the Java server's state (its registrations.json).
+
+    False when `path` cannot be read: the store, opened next, says what is wrong.
+    """
+    try:
+        return (path / REGISTRATIONS_FILE).is_file()
+    except OSError:
+        return False
 
 
 def _registration_ids(path: Path) -> list[str]:

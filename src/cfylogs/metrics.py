@@ -48,6 +48,9 @@ _COUNTERS: dict[str, str] = {
     "registrations_expired": "Registrations expired by their lease.",
     "registrations_revived": "Expired registrations re-created under their id.",
     "ingests_refused": "Ingest requests answered 503 (back-pressure or store unavailable).",
+    "events_dead_lettered": "Events kept as dead letters by ingest.accept (not delivered).",
+    "dead_letters_dropped": "Oldest dead letters deleted past ingest.max_dead_letters.",
+    "dead_letters_replayed": "Dead letters replayed into the stream.",
 }
 
 #: Seconds; ingest is expected in milliseconds, long polls last up to 60 s.

@@ -66,3 +66,13 @@ class StoreStatus:
     disk_bytes: int
     free_bytes: int | None
     head_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event the ingest filter (`ingest.accept`) kept away from consumers."""
+
+    id: int
+    event: bytes
+    reason: str
+    received_at: float

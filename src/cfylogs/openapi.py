@@ -156,7 +156,14 @@ _INGEST: Schema = {
             {
                 "type": "object",
                 "required": ["accepted"],
-                "properties": {"accepted": {"type": "integer", "minimum": 0}},
+                "properties": {
+                    "accepted": {"type": "integer", "minimum": 0},
+                    "dead_lettered": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "With ingest.accept: cloudify, events kept as dead letters.",
+                    },
+                },
             },
             "Every event is on disk (or discarded when no registration exists).",
         ),
@@ -268,6 +275,137 @@ _UNREGISTER: Schema = {
     },
 }
 
+_DEAD_LETTER_IDS: Schema = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 1000,
+    "items": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+}
+
+_DEAD_LETTERS: Schema = {
+    "summary": "List dead letters (events ingest.accept kept from consumers), by id",
+    "parameters": [
+        {
+            "name": "after",
+            "in": "query",
+            "description": "Only dead letters with a larger id (paging).",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "description": "At most this many (default 100).",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+        },
+    ],
+    "responses": {
+        "200": _json(
+            {
+                "type": "object",
+                "required": ["total", "dead_letters", "next_after"],
+                "properties": {
+                    "total": {"type": "integer", "minimum": 0},
+                    "next_after": {
+                        "type": "integer",
+                        "nullable": True,
+                        "description": "Pass as ?after= for the next page; null on the last.",
+                    },
+                    "dead_letters": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "received", "reason", "event"],
+                            "properties": {
+                                "id": {"type": "integer"},
+                                "received": {"type": "number", "description": "Unix time."},
+                                "reason": {"type": "string"},
+                                "event": _ref("Event"),
+                            },
+                        },
+                    },
+                },
+            },
+            "A page of dead letters.",
+        ),
+        "400": _BAD,
+        **_COMMON,
+    },
+}
+
+_REPLAY: Schema = {
+    "summary": "Move dead letters into the stream, as if ingested now",
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["ids"],
+                            "properties": {"ids": _DEAD_LETTER_IDS},
+                        },
+                        {
+                            "type": "object",
+                            "required": ["all"],
+                            "properties": {"all": {"type": "boolean", "enum": [True]}},
+                        },
+                    ]
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": _json(
+            {
+                "type": "object",
+                "required": ["replayed", "kept_no_registration"],
+                "properties": {
+                    "replayed": {"type": "integer", "minimum": 0},
+                    "kept_no_registration": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "Kept as dead letters: no registration to receive them.",
+                    },
+                },
+            },
+            "Replayed (unknown ids are ignored).",
+        ),
+        "400": _BAD,
+        **_COMMON,
+    },
+}
+
+_PURGE: Schema = {
+    "summary": "Delete dead letters for good",
+    "parameters": [
+        {
+            "name": "ids",
+            "in": "query",
+            "description": "Comma-separated ids.",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,18}(,[0-9]{1,18}){0,999}$"},
+        },
+        {
+            "name": "all",
+            "in": "query",
+            "description": "true: every dead letter (one of ids or all is required).",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
+    ],
+    "responses": {
+        "200": _json(
+            {
+                "type": "object",
+                "required": ["purged"],
+                "properties": {"purged": {"type": "integer", "minimum": 0}},
+            },
+            "Deleted.",
+        ),
+        "400": _BAD,
+        **_COMMON,
+    },
+}
+
 _HEALTH: Schema = {
     "summary": "Health of the relay and its store (no token needed)",
     "responses": {
@@ -309,6 +447,8 @@ OPENAPI: Schema = {
         "/api/v1/logs/{id}/ack/{batchId}": {"delete": _ACK},
         "/api/v1/registration": {"post": _REGISTER, "get": _LIST},
         "/api/v1/registration/{id}": {"delete": _UNREGISTER},
+        "/api/v1/dead-letters": {"get": _DEAD_LETTERS, "delete": _PURGE},
+        "/api/v1/dead-letters/replay": {"post": _REPLAY},
         "/health": {"get": _HEALTH},
         "/metrics": {"get": _METRICS},
         "/openapi.json": {"get": _OPENAPI},

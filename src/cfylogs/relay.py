@@ -17,13 +17,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from cfylogs.accept import split
 from cfylogs.errors import RegistrationExpired, RegistrationNotFound, StorageUnavailable
-from cfylogs.models import AckResult, Batch, Registration, StoreStatus
+from cfylogs.models import AckResult, AppendOutcome, Batch, DeadLetter, Registration, StoreStatus
 from cfylogs.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT_SEC = 60.0
+#: Dead letters replayed per storage call (each call is atomic).
+REPLAY_PAGE = 1000
 
 T = TypeVar("T")
 
@@ -36,6 +39,9 @@ class RelayOptions:
     lease_duration_sec: float = 1800.0
     lease_check_every_sec: float = 300.0
     revive_expired: bool = True
+    #: `ingest.accept`: "any", or "cloudify" (other events go to the dead letters).
+    accept: str = "any"
+    max_dead_letters: int = 100_000
 
 
 @dataclass
@@ -58,6 +64,17 @@ class RelayCounters:
     registrations_revived: int = 0
     #: Ingest requests answered 503 (watermark, reject policy, store down).
     ingests_refused: int = 0
+    events_dead_lettered: int = 0
+    dead_letters_dropped: int = 0
+    dead_letters_replayed: int = 0
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    #: Events that passed the filter (stored, or discarded when nobody is registered).
+    accepted: int
+    stored: int
+    dead_lettered: int
 
 
 class _Wakeup:
@@ -133,12 +150,16 @@ class Relay:
         self.counters.registrations_removed += 1
         log.info("registration %s removed", registration_id)
 
-    async def ingest(self, events: Sequence[bytes]) -> int:
-        """Store the events durably; return how many were stored (0: nobody registered)."""
+    async def ingest(self, events: Sequence[bytes]) -> IngestResult:
+        """Store the events durably: for consumers, or (ingest.accept) as dead letters."""
         self.counters.events_received += len(events)
         self.counters.bytes_received += sum(map(len, events))
+        kept, refused = split(events, self.options.accept)
         try:
-            outcome = await self.storage.append(events, self.clock())
+            if refused:
+                # First: if this fails the request is refused whole and retried, never half lost.
+                await self._dead_letter(refused)
+            outcome = await self.storage.append(kept, self.clock())
         except StorageUnavailable as exc:
             self.counters.ingests_refused += 1
             self._set_back_pressure(True, exc.message)
@@ -148,7 +169,54 @@ class Relay:
         self.counters.events_discarded += outcome.discarded
         if outcome.stored:
             self._wakeup.notify()
-        return outcome.stored
+        return IngestResult(len(kept), outcome.stored, len(refused))
+
+    # --- dead letters
+
+    async def _dead_letter(self, refused: list[tuple[bytes, str]]) -> None:
+        max_kept = self.options.max_dead_letters
+        dropped = await self.storage.append_dead_letters(refused, self.clock(), max_kept)
+        self.counters.events_dead_lettered += len(refused)
+        log.warning(
+            "%d event(s) are not Cloudify logs or events (%s): kept as dead letters, "
+            "not delivered; see `cfylogs dead-letters list`",
+            len(refused),
+            refused[0][1],
+        )
+        if dropped:
+            self.counters.dead_letters_dropped += dropped
+            log.error(
+                "ingest.max_dead_letters (%d) reached: deleted the %d oldest dead letters",
+                max_kept,
+                dropped,
+            )
+
+    async def dead_letters(self, after_id: int, limit: int) -> tuple[int, list[DeadLetter]]:
+        """(how many are stored, a page of them by id)."""
+        total = await self.storage.count_dead_letters()
+        return total, await self.storage.list_dead_letters(after_id, limit)
+
+    async def replay_dead_letters(self, ids: Sequence[int] | None) -> AppendOutcome:
+        """Put dead letters into the stream: `ids`, or (None) all, a page at a time."""
+        if ids is not None:
+            outcome = await self.storage.replay_dead_letters(ids, self.clock())
+        else:
+            stored = kept = after = 0
+            while letters := await self.storage.list_dead_letters(after, REPLAY_PAGE):
+                page = await self.storage.replay_dead_letters([d.id for d in letters], self.clock())
+                stored, kept, after = stored + page.stored, kept + page.discarded, letters[-1].id
+            outcome = AppendOutcome(stored, kept)
+        self.counters.dead_letters_replayed += outcome.stored
+        if outcome.stored:
+            self._wakeup.notify()
+            log.info("%d dead letter(s) replayed into the stream", outcome.stored)
+        return outcome
+
+    async def purge_dead_letters(self, ids: Sequence[int] | None) -> int:
+        purged = await self.storage.purge_dead_letters(ids)
+        if purged:
+            log.warning("%d dead letter(s) purged", purged)
+        return purged
 
     async def fetch(
         self, registration_id: str, wait: float = 0.0, max_entries: int | None = None

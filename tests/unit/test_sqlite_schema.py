@@ -27,9 +27,11 @@ async def test_a_schema_1_store_is_upgraded_and_keeps_its_registrations(tmp_path
         assert await store.adopt("new", [(2, [b"{}"])], 10.0)
         batch = await store.fetch("new", 10, 1 << 20, 10.0)
         assert batch is not None and (batch.id, list(batch.entries)) == (2, [b"{}"])
+        await store.append_dead_letters([(b"{}", "junk")], 10.0, 0)  # schema 3: dead letters
+        assert await store.count_dead_letters() == 1
     finally:
         await store.close()
     conn = sqlite3.connect(home / DB_FILE)
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
     conn.close()
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3

@@ -146,3 +146,27 @@ def registrations() -> Call[list[models.Registration]]:
 
 def health() -> Call[models.Health]:
     return Call("GET", "/health", models.decode_health, also_parses=frozenset({503}))
+
+
+# --- dead letters (ingest.accept)
+
+_json_object = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def dead_letters(after: int = 0, limit: int = 100) -> Call[dict[str, Any]]:
+    """A page: `{"total", "dead_letters": [{"id", "received", "reason", "event"}], ...}`."""
+    params = {"after": str(after), "limit": str(limit)}
+    return Call("GET", "/api/v1/dead-letters", _json_object, params=params)
+
+
+def replay_dead_letters(ids: Iterable[int] | None) -> Call[dict[str, Any]]:
+    """`ids`, or (None) every dead letter, into the stream: `{"replayed", ...}`."""
+    body = {"all": True} if ids is None else {"ids": list(ids)}
+    headers = {"content-type": "application/json"}
+    path = "/api/v1/dead-letters/replay"
+    return Call("POST", path, _json_object, content=_encode(body), headers=headers)
+
+
+def purge_dead_letters(ids: Iterable[int] | None) -> Call[dict[str, Any]]:
+    params = {"all": "true"} if ids is None else {"ids": ",".join(map(str, ids))}
+    return Call("DELETE", "/api/v1/dead-letters", _json_object, params=params)

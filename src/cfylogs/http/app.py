@@ -51,6 +51,12 @@ _MAX_REGISTRATION_BODY = 64 * 1024
 _MAX_ID_LENGTH = 200
 _encode = msgspec.json.Encoder().encode
 _OPENAPI_JSON = _encode(OPENAPI)
+Raw = msgspec.Raw
+_REPLAY = ["dead-letters", "replay"]
+DEFAULT_DEAD_LETTER_PAGE = 100
+MAX_DEAD_LETTER_PAGE = 1000
+#: Largest id SQLite and PostgreSQL store (64-bit signed).
+MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,9 @@ class App:
             ("POST", "registration"): self.register,
             ("GET", "registration"): self.list_registrations,
             ("DELETE", "registration/*"): self.unregister,
+            ("GET", "dead-letters"): self.list_dead_letters,
+            ("POST", "dead-letters/replay"): self.replay_dead_letters,
+            ("DELETE", "dead-letters"): self.purge_dead_letters,
         }
         #: Routes outside /api/v1, GET (and HEAD) only.
         self._plain: dict[str, Handler] = {
@@ -234,8 +243,11 @@ class App:
         raw = await request.body(limit)
         body = decode_body(raw, request.header(b"content-encoding"), limit)
         events = parse_events(body, request.header(b"content-type"))
-        await self.relay.ingest(events)
-        return Response(b'{"accepted":%d}' % len(events))
+        result = await self.relay.ingest(events)
+        if self.relay.options.accept == "any":
+            return Response(b'{"accepted":%d}' % result.accepted)
+        # Logstash drops a refused request: dead letters are answered 200, and counted here.
+        return json_response({"accepted": result.accepted, "dead_lettered": result.dead_lettered})
 
     async def fetch(self, request: Request, params: list[str]) -> Response:
         registration_id = _registration_id(params[0])
@@ -269,6 +281,36 @@ class App:
     async def list_registrations(self, request: Request, _: list[str]) -> Response:
         regs = await self.relay.registrations()
         return json_response({"registrations": [registration_json(r) for r in regs]})
+
+    # --- dead letters (ingest.accept)
+
+    async def list_dead_letters(self, request: Request, _: list[str]) -> Response:
+        query = request.params()
+        after = _integer(query, "after", 0, MAX_ID) or 0
+        limit = _integer(query, "limit", 1, MAX_DEAD_LETTER_PAGE) or DEFAULT_DEAD_LETTER_PAGE
+        total, letters = await self.relay.dead_letters(after, limit)
+        page = [
+            {"id": d.id, "received": d.received_at, "reason": d.reason, "event": Raw(d.event)}
+            for d in letters
+        ]
+        following = letters[-1].id if len(letters) == limit else None
+        return json_response({"total": total, "dead_letters": page, "next_after": following})
+
+    async def replay_dead_letters(self, request: Request, _: list[str]) -> Response:
+        selection = _dead_letter_selection(await request.body(_MAX_REGISTRATION_BODY))
+        outcome = await self.relay.replay_dead_letters(selection)
+        replayed, kept = outcome.stored, outcome.discarded
+        return json_response({"replayed": replayed, "kept_no_registration": kept})
+
+    async def purge_dead_letters(self, request: Request, _: list[str]) -> Response:
+        query = request.params()
+        if query.get("all") == "true":
+            purged = await self.relay.purge_dead_letters(None)
+        elif "ids" in query:
+            purged = await self.relay.purge_dead_letters(_id_list(query["ids"].split(",")))
+        else:
+            raise BadRequest("name what to purge: ?ids=1,2,3 or ?all=true")
+        return json_response({"purged": purged})
 
     async def health(self, request: Request, _: list[str]) -> Response:
         status = await self.relay.status()
@@ -331,6 +373,8 @@ _TEMPLATES = {
     "logs/*/ack/*": "/api/v1/logs/{id}/ack/{batchId}",
     "registration": "/api/v1/registration",
     "registration/*": "/api/v1/registration/{id}",
+    "dead-letters": "/api/v1/dead-letters",
+    "dead-letters/replay": "/api/v1/dead-letters/replay",
 }
 
 
@@ -341,15 +385,37 @@ def _template(shape: str) -> str:
 
 def _shape(parts: list[str]) -> tuple[str, list[str]]:
     """`logs/abc/ack/3` -> (`logs/*/ack/*`, [abc, 3])."""
-    fixed = {"logs", "registration", "ack"}
+    fixed = {"logs", "registration", "ack", "dead-letters"}
     shape, params = [], []
     for index, part in enumerate(parts):
-        if part in fixed and (index % 2 == 0):
+        if (part in fixed and (index % 2 == 0)) or parts[: index + 1] == _REPLAY:
             shape.append(part)
         else:
             shape.append("*")
             params.append(part)
     return "/".join(shape), params
+
+
+def _dead_letter_selection(body: bytes) -> list[int] | None:
+    """`{"ids": [1, 2]}` -> [1, 2]; `{"all": true}` -> None (every dead letter)."""
+    try:
+        data = msgspec.json.decode(body or b"null")
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"invalid JSON: {exc}") from None
+    if isinstance(data, dict) and data.get("all") is True:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("ids"), list):
+        return _id_list(data["ids"])
+    raise BadRequest('send {"ids": [1, 2, ...]} or {"all": true}')
+
+
+def _id_list(values: list[Any]) -> list[int]:
+    ids = [v for v in values if type(v) is int or (isinstance(v, str) and _is_digits(v))]
+    if not 0 < len(ids) == len(values) <= MAX_DEAD_LETTER_PAGE:
+        raise BadRequest(f"send from 1 to {MAX_DEAD_LETTER_PAGE} integer dead-letter ids")
+    if not all(0 <= int(v) <= MAX_ID for v in ids):
+        raise BadRequest(f"dead-letter ids are integers from 0 to {MAX_ID}")
+    return [int(v) for v in ids]
 
 
 def _registration_id(raw: str) -> str:
@@ -385,11 +451,16 @@ def _number(query: dict[str, str], key: str, low: float, high: float) -> float:
     return value
 
 
+def _is_digits(text: str) -> bool:
+    # str.isdigit() alone also takes "²", which int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def _integer(query: dict[str, str], key: str, low: int, high: int | None) -> int | None:
     if key not in query:
         return None
     raw = query[key]
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+    if not _is_digits(raw) or int(raw) < low or (high is not None and int(raw) > high):
         bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
         raise BadRequest(f"?{key}= must be an integer {bound}")
     return int(raw)

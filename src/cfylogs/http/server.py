@@ -51,7 +51,67 @@ class _Server(uvicorn.Server):
         yield  # signals are handled once for all listeners, in `run`
 
 
-class _TlsHttpToolsProtocol(HttpToolsProtocol):
+def _timeout_response() -> bytes:
+    body = (
+        b'{"data":null,"error":{"code":408,"message":"the request was not received in time '
+        b'(server.request_timeout_sec)"}}'
+    )
+    head = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    return head + b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(body), body)
+
+
+_TIMEOUT_RESPONSE = _timeout_response()
+
+
+class _GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline to receive each request whole.
+
+    uvicorn has no timeout for reading headers or a body: its keep-alive timer
+    starts only after a response. A client that connects and sends nothing, half
+    its headers, or a body byte by byte would hold a connection (and a file
+    descriptor) for ever; past `request_timeout` from its connection or from the
+    first byte of a request, it gets a 408 and is disconnected. Once a request is
+    read whole the deadline is off: a long-poll may wait as long as it asked.
+    """
+
+    request_timeout: float = 60.0
+    _request_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_request_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_request_timer()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._cancel_request_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_request_timer()
+        super().connection_lost(exc)
+
+    def _arm_request_timer(self) -> None:
+        self._cancel_request_timer()
+        self._request_timer = self.loop.call_later(self.request_timeout, self._timed_out)
+
+    def _cancel_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _timed_out(self) -> None:
+        self._request_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(_TIMEOUT_RESPONSE)
+        self.transport.close()
+
+
+class _TlsHttpToolsProtocol(_GuardedHttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol, plus the ASGI `tls` extension with the client subject.
 
     uvicorn does not fill `scope["extensions"]["tls"]`; the verified client
@@ -80,6 +140,8 @@ def relay_options(settings: Settings) -> RelayOptions:
         lease_duration_sec=settings.lease_duration_sec,
         lease_check_every_sec=settings.lease_check_every_sec,
         revive_expired=settings.lease_revive_expired,
+        accept=settings.ingest_accept,
+        max_dead_letters=settings.ingest_max_dead_letters,
     )
 
 
@@ -131,11 +193,17 @@ def build_listeners(
     return listeners
 
 
+def _protocol(settings: Settings, listener: Listener) -> type[HttpToolsProtocol]:
+    base = _TlsHttpToolsProtocol if listener.ssl_context else _GuardedHttpToolsProtocol
+    timeout = float(settings.server_request_timeout_sec)
+    return type(base.__name__, (base,), {"request_timeout": timeout})
+
+
 def _uvicorn_config(settings: Settings, listener: Listener) -> uvicorn.Config:
     config = uvicorn.Config(
         listener.app,
         loop="none",
-        http=_TlsHttpToolsProtocol if listener.ssl_context else "httptools",
+        http=_protocol(settings, listener),
         lifespan="off",
         access_log=False,  # ours (HttpOptions.access_log) also has the duration
         log_config=None,

@@ -22,7 +22,10 @@ def create_storage(settings: Settings) -> Storage:
         from cfylogs.storage.sqlite import SqliteStorage
 
         return SqliteStorage(
-            settings.home_directory, sync=settings.storage_sync, limits=storage_limits(settings)
+            settings.home_directory,
+            sync=settings.storage_sync,
+            limits=storage_limits(settings),
+            reserve_bytes=settings.storage_disk_reserve_bytes,
         )
     raise ConfigError(
         f"{settings.source}: storage.backend {settings.storage_backend!r} is not available"

@@ -19,7 +19,14 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
+from cfylogs.models import (
+    AckResult,
+    AppendOutcome,
+    Batch,
+    DeadLetter,
+    Registration,
+    StoreStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,40 @@ class Storage(abc.ABC):
         expired): running an import twice adopts nothing twice. Raises
         `ValueError` for ids out of order or negative, or an empty batch.
         """
+
+    # --- dead letters: events the ingest filter kept from consumers (ingest.accept)
+
+    @abc.abstractmethod
+    async def append_dead_letters(
+        self, letters: Sequence[tuple[bytes, str]], now: float, max_kept: int
+    ) -> int:
+        """Store `(event, reason)` pairs durably, all or none, with ids that grow.
+
+        Stored whether or not a registration is active (they are for the
+        operator). Raises `StorageUnavailable` below the free-space watermark.
+        With `max_kept` > 0, the oldest dead letters beyond that many are
+        deleted; returns how many were (0 usually).
+        """
+
+    @abc.abstractmethod
+    async def list_dead_letters(self, after_id: int, limit: int) -> list[DeadLetter]:
+        """Up to `limit` dead letters with an id above `after_id`, by id."""
+
+    @abc.abstractmethod
+    async def count_dead_letters(self) -> int:
+        """How many dead letters are stored."""
+
+    @abc.abstractmethod
+    async def replay_dead_letters(self, ids: Sequence[int], now: float) -> AppendOutcome:
+        """Move the dead letters `ids` (unknown ids ignored) into the event stream, in id
+        order, atomically: appended as by `append` (same limits, same refusals) and removed
+        from the dead letters in one step. When no registration is active nothing is
+        stored, and the dead letters are kept (`AppendOutcome.discarded` counts them).
+        """
+
+    @abc.abstractmethod
+    async def purge_dead_letters(self, ids: Sequence[int] | None) -> int:
+        """Delete the dead letters `ids` (None: all of them); return how many were."""
 
 
 def check_legacy_batches(legacy_batches: Sequence[tuple[int, Sequence[bytes]]]) -> None:

@@ -25,6 +25,7 @@ import asyncio
 import bisect
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import logging
 import os
@@ -52,8 +53,16 @@ from cfylogs.errors import (
     StorageUnavailable,
     StoreInUse,
 )
-from cfylogs.models import AckResult, AppendOutcome, Batch, Registration, StoreStatus
+from cfylogs.models import (
+    AckResult,
+    AppendOutcome,
+    Batch,
+    DeadLetter,
+    Registration,
+    StoreStatus,
+)
 from cfylogs.storage.base import Storage, StorageLimits, check_legacy_batches
+from cfylogs.storage.reserve import DiskReserve
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +70,8 @@ T = TypeVar("T")
 
 DB_FILE = "cfylogs.sqlite3"
 LOCK_FILE = "cfylogs.lock"
-SCHEMA_VERSION = 2
+RESERVE_FILE = "cfylogs.reserve"
+SCHEMA_VERSION = 3
 #: Appends coalesced into one chunk stop growing it past this size.
 MAX_CHUNK_BYTES = 32 * 1024**2
 #: One transaction takes at most this much event data before committing.
@@ -74,6 +84,10 @@ VACUUM_MIN_BYTES = 64 * 1024**2
 VACUUM_SLICE_BYTES = 64 * 1024**2
 #: A registration losing events to its backlog cap is reported at most this often (s).
 DROP_WARN_EVERY = 60.0
+#: Free space is measured for every commit unless it was measured this recently (s)
+#: and found more than this above storage.min_free_bytes (bytes).
+FREE_RECHECK_SEC = 0.5
+FREE_RECHECK_MARGIN = 1024**3
 
 _SYNC_PRAGMA = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 
@@ -118,8 +132,17 @@ CREATE TABLE legacy_batches (
     PRIMARY KEY (registration_id, batch_id)
 );
 """
+#: Events `ingest.accept` kept from consumers.
+_DEAD_LETTERS_SCHEMA = """
+CREATE TABLE dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    reason      TEXT NOT NULL,
+    event       BLOB NOT NULL
+);
+"""
 #: What turns a store of schema version N into N + 1 (run at open, in one transaction).
-_MIGRATIONS = {1: _LEGACY_SCHEMA}
+_MIGRATIONS = {1: _LEGACY_SCHEMA, 2: _DEAD_LETTERS_SCHEMA}
 
 
 def encode_offsets(values: Sequence[int]) -> bytes:
@@ -295,8 +318,11 @@ class SqliteStorage(Storage):
         sync: str = "full",
         limits: StorageLimits | None = None,
         readers: int = 2,
+        reserve_bytes: int = 0,
     ) -> None:
         self.home = Path(home)
+        self._reserve = DiskReserve(self.home / RESERVE_FILE, reserve_bytes)
+        self._reclaim = False
         self.limits = limits or StorageLimits()
         self._page_size = 4096
         self._dropped_unreported: dict[str, int] = {}
@@ -321,6 +347,8 @@ class SqliteStorage(Storage):
         self._lock_fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: str | None = None
+        #: Last free-space measure: (bytes, monotonic time, head_byte then).
+        self._free_seen: tuple[int, float, int] | None = None
 
     # --- life cycle
 
@@ -336,6 +364,11 @@ class SqliteStorage(Storage):
             self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._lock_fd = os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
+            if self.home.exists() and not self.home.is_dir():
+                raise StorageCorrupt(
+                    f"home_directory {self.home} is a file, not a directory; "
+                    "point home_directory at a directory (it is created if missing)"
+                ) from None
             raise StorageCorrupt(
                 f"home_directory {self.home}: cannot use it ({exc.strerror}); "
                 "check that it exists and that this user may write to it"
@@ -350,6 +383,8 @@ class SqliteStorage(Storage):
                 "each relay needs its own home_directory (or share PostgreSQL instead)"
             ) from None
         try:
+            _check_not_truncated(self.path)
+            self._check_ours()
             self._write_conn = self._connect()
             self._init_schema()
             self._load_mirror()
@@ -359,6 +394,8 @@ class SqliteStorage(Storage):
                 f"{self.path}: the database cannot be used ({exc}). Nothing was changed; "
                 "move the file aside to start empty, or restore it from a backup"
             ) from None
+        if not self._reserve.acquire():
+            log.warning("not enough free space for the disk reserve; ingest waits for space")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -374,29 +411,44 @@ class SqliteStorage(Storage):
             self._connections.append(conn)
         return conn
 
-    def _init_schema(self) -> None:
-        conn = self._write_conn
-        has_meta = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-        ).fetchone()
-        if has_meta is None:
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables:
-                raise StorageCorrupt(f"{self.path} is an SQLite database not made by cfylogs")
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
-            conn.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA}; {_LEGACY_SCHEMA}; "
-                "INSERT INTO meta (key, value) VALUES "
-                f"('schema_version', {SCHEMA_VERSION}), ('head_seq', 0), ('head_byte', 0); COMMIT;"
-            )
-            log.info("created the embedded store %s", self.path)
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        version = meta.get("schema_version")
+    def _check_ours(self) -> None:
+        """Read-only look at an existing file: a foreign or newer one is refused untouched
+        (opening it for writing would already switch its journal mode)."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "meta" not in tables:
+                if tables:
+                    raise StorageCorrupt(f"{self.path} is an SQLite database not made by cfylogs")
+                return
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        finally:
+            conn.close()
+        version = row[0] if row else None
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise StorageCorrupt(
                 f"{self.path} was written by a newer cfylogs (schema {version}, this one "
                 f"knows {SCHEMA_VERSION}); run that version, or a later one, on it"
             )
+
+    def _init_schema(self) -> None:
+        conn = self._write_conn
+        has_meta = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if has_meta is None:  # a new file (`_check_ours` refused any other)
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA}; {_LEGACY_SCHEMA}; {_DEAD_LETTERS_SCHEMA}; "
+                "INSERT INTO meta (key, value) VALUES "
+                f"('schema_version', {SCHEMA_VERSION}), ('head_seq', 0), ('head_byte', 0); COMMIT;"
+            )
+            log.info("created the embedded store %s", self.path)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        # `_check_ours` refused a newer or foreign file: older ones are brought up to date.
+        version = int(meta["schema_version"])
         while version < SCHEMA_VERSION:
             conn.executescript(
                 f"BEGIN IMMEDIATE; {_MIGRATIONS[version]}; UPDATE meta SET value = "
@@ -466,7 +518,7 @@ class SqliteStorage(Storage):
     def _writer_loop(self) -> None:
         stopping = False
         while not stopping:
-            if time.monotonic() - self._maintained_at > MAINTENANCE_EVERY:
+            if self._reclaim or time.monotonic() - self._maintained_at > MAINTENANCE_EVERY:
                 self._maintain()
             try:
                 first = self._queue.get(timeout=FLUSH_INTERVAL)
@@ -499,6 +551,8 @@ class SqliteStorage(Storage):
         except Exception as exc:
             error = StorageUnavailable(f"the store cannot take this now: {exc}")
             error.__cause__ = exc
+            if _is_disk_full(exc):
+                self._reserve.release()  # room for the acks and fetches below
             outcomes = [(op.future, None, error) for op in ops if op.events is not None]
             others = [op for op in ops if op.events is None]
             # A full disk refuses the appends; acks and fetches, which let consumers
@@ -584,6 +638,13 @@ class SqliteStorage(Storage):
         active = txn.active_regs()
         if not active:
             return [(AppendOutcome(0, len(op.events or ())), None) for op in ops]
+        if not self._reserve.acquire():
+            self._reclaim = True  # the writer gives drained pages back to the disk next
+            full = StorageUnavailable(
+                f"the disk under {self.home} is full; ingest resumes by itself once "
+                "consumers catch up or space is freed"
+            )
+            return [(None, full) for _ in ops]
         free = self._free_bytes() if self.limits.min_free_bytes else None
         results: list[tuple[AppendOutcome | None, RelayError | None]] = []
         accepted: list[bytes] = []
@@ -615,10 +676,25 @@ class SqliteStorage(Storage):
         return results
 
     def _free_bytes(self) -> int:
-        """Free space for new data: the file system's, plus pages SQLite will reuse."""
+        """Free space for new data: the file system's, plus pages SQLite will reuse.
+
+        statvfs and the freelist count are a good share of a small group commit's
+        CPU (single-event ingest), so far above the watermark a measure is reused
+        for up to FREE_RECHECK_SEC, less twice what was appended since (WAL and
+        database copies); close to it, every group measures afresh.
+        """
+        now = time.monotonic()
+        if self._free_seen is not None:
+            free, seen_at, head_byte = self._free_seen
+            estimate = free - 2 * (self._head_byte - head_byte)
+            fresh = now - seen_at < FREE_RECHECK_SEC
+            if fresh and estimate - self.limits.min_free_bytes > FREE_RECHECK_MARGIN:
+                return estimate
         stat = os.statvfs(self.home)
         freelist = self._write_conn.execute("PRAGMA freelist_count").fetchone()[0]
-        return stat.f_bavail * stat.f_frsize + int(freelist) * self._page_size
+        free = stat.f_bavail * stat.f_frsize + int(freelist) * self._page_size
+        self._free_seen = (free, now, self._head_byte)
+        return free
 
     def _refusal(
         self, txn: _Txn, active: list[_Reg], events: int, size: int, free: int | None
@@ -743,10 +819,14 @@ class SqliteStorage(Storage):
         self._maintained_at = time.monotonic()
         self._flush_last_seen()
         conn = self._write_conn
+        # The disk is full (reserve given up): every free page helps ingest resume.
+        reclaim, self._reclaim = self._reclaim, False
         try:
             free = conn.execute("PRAGMA freelist_count").fetchone()[0]
             total = conn.execute("PRAGMA page_count").fetchone()[0]
-            if free * 2 > total and free * self._page_size > VACUUM_MIN_BYTES:
+            if (reclaim and free) or (
+                free * 2 > total and free * self._page_size > VACUUM_MIN_BYTES
+            ):
                 pages = min(free // 2, VACUUM_SLICE_BYTES // self._page_size)
                 conn.execute(f"PRAGMA incremental_vacuum({int(pages)})")
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -1149,6 +1229,91 @@ class SqliteStorage(Storage):
         disk, free = await asyncio.to_thread(self._disk_usage)
         return StoreStatus(self.name, ok, detail, events, nbytes, disk, free, head)
 
+    # --- dead letters
+
+    async def append_dead_letters(
+        self, letters: Sequence[tuple[bytes, str]], now: float, max_kept: int
+    ) -> int:
+        if not letters:
+            return 0
+        size = sum(len(event) for event, _ in letters)
+
+        def run(txn: _Txn) -> int:
+            free = self._free_bytes() if self.limits.min_free_bytes else None
+            refusal = self._refusal(txn, [], len(letters), size, free)
+            if refusal is not None:
+                raise refusal
+            txn.conn.executemany(
+                "INSERT INTO dead_letters (received_at, reason, event) VALUES (?, ?, ?)",
+                [(now, reason, event) for event, reason in letters],
+            )
+            if max_kept <= 0:
+                return 0
+            over = txn.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0] - max_kept
+            if over <= 0:
+                return 0
+            txn.conn.execute(
+                "DELETE FROM dead_letters WHERE id IN "
+                "(SELECT id FROM dead_letters ORDER BY id LIMIT ?)",
+                (over,),
+            )
+            return int(over)
+
+        return await self._submit(run)
+
+    async def list_dead_letters(self, after_id: int, limit: int) -> list[DeadLetter]:
+        def read(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                "SELECT id, event, reason, received_at FROM dead_letters WHERE id > ? "
+                "ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+            return [DeadLetter(int(i), bytes(e), str(r), float(t)) for i, e, r, t in rows]
+
+        return await self._read(read)
+
+    async def count_dead_letters(self) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+        return await self._read(read)
+
+    async def replay_dead_letters(self, ids: Sequence[int], now: float) -> AppendOutcome:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return AppendOutcome(0, 0)
+        marks = ", ".join("?" * len(wanted))
+
+        def run(txn: _Txn) -> AppendOutcome:
+            rows = txn.conn.execute(
+                f"SELECT id, event FROM dead_letters WHERE id IN ({marks}) ORDER BY id", wanted
+            ).fetchall()
+            events = [bytes(event) for _, event in rows]
+            if not events:
+                return AppendOutcome(0, 0)
+            # The append path itself, so replayed events meet the same limits as ingest.
+            probe = _Op(_never_called, _NO_FUTURE, events, sum(map(len, events)), now)
+            [(outcome, refusal)] = self._append_run(txn, [probe])
+            if refusal is not None:
+                raise refusal
+            assert outcome is not None
+            if outcome.stored:
+                txn.conn.execute(f"DELETE FROM dead_letters WHERE id IN ({marks})", wanted)
+            return outcome
+
+        return await self._submit(run)
+
+    async def purge_dead_letters(self, ids: Sequence[int] | None) -> int:
+        def run(txn: _Txn) -> int:
+            if ids is None:
+                return int(txn.conn.execute("DELETE FROM dead_letters").rowcount)
+            wanted = sorted(set(ids))
+            marks = ", ".join("?" * len(wanted))
+            deleted = txn.conn.execute(f"DELETE FROM dead_letters WHERE id IN ({marks})", wanted)
+            return int(deleted.rowcount)
+
+        return await self._submit(run)
+
     def _disk_usage(self) -> tuple[int, int | None]:
         disk = 0
         for suffix in ("", "-wal", "-shm"):
@@ -1168,6 +1333,42 @@ def _pack(events: Sequence[bytes]) -> tuple[bytes, bytes]:
         total += len(event)
         bounds.append(total)
     return encode_offsets(bounds), b"".join(events)
+
+
+def _check_not_truncated(path: Path) -> None:
+    """Refuse a database file shorter than its own header says (cut by a copy or a disk).
+
+    SQLite would open it and fail only when a missing page is read, maybe
+    much later; the header's page count is exact whenever its "valid for"
+    counter matches the change counter (every write since SQLite 3.7.0).
+    """
+    try:
+        with path.open("rb") as file:
+            header = file.read(100)
+            size = os.fstat(file.fileno()).st_size
+    except FileNotFoundError:
+        return
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        return  # sqlite3 itself says "file is not a database"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if header[24:28] == header[92:96] and pages * page_size > size:
+        raise sqlite3.DatabaseError(
+            f"the file is truncated: {size} bytes where its header says {pages * page_size}"
+        )
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    code = getattr(exc, "sqlite_errorcode", None)  # an extended code: the primary is its low byte
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
+#: The writer answers through the op that carries the transaction; a replay's inner
+#: append is answered with it, so its own future is never used.
+_NO_FUTURE: Any = None
 
 
 def _never_called(txn: _Txn) -> AppendOutcome:  # appends run on the writer's coalescing path
