@@ -5,8 +5,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support import Api, ServerProcess
+
+# The suite runs on shared 2-core machines: property tests are bounded by their example
+# counts, not by wall-clock deadlines that a busy neighbour would turn into failures.
+settings.register_profile("cfylogs", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("cfylogs")
 
 ServerFactory = Callable[..., ServerProcess]
 

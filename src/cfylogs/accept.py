@@ -29,6 +29,8 @@ def cloudify_refusal(raw: bytes) -> str | None:
         event = _decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return "not a JSON object"
+    except RecursionError:
+        return "nested too deeply"
     kind = event.get("type")
     if not isinstance(kind, str) or kind not in _KIND_FIELD:  # a list is not even hashable
         return 'type is not "cloudify_log" or "cloudify_event"'

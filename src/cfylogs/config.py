@@ -167,6 +167,8 @@ class PathKind(Kind):
             raise ValueError("expected a path, got nothing")
         if not isinstance(raw, str):
             raise ValueError(f"expected a path, got {raw!r}")
+        if "\x00" in raw:
+            raise ValueError("a path cannot hold a NUL character")
         return Path(expand_path(raw))
 
 

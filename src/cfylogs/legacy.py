@@ -116,7 +116,7 @@ def _registration_ids(path: Path) -> list[str]:
         raise LegacyError(
             f"{path} not found: is this the Java server's home_directory (~/.a4ccfylogs)?"
         ) from None
-    except (OSError, msgspec.DecodeError) as exc:
+    except (OSError, msgspec.DecodeError, RecursionError) as exc:
         raise LegacyError(f"{path} cannot be read: {exc}") from None
     if not isinstance(data, list) or not all(isinstance(i, str) and _ID.match(i) for i in data):
         raise LegacyError(f"{path} is not a JSON array of registration ids")
@@ -146,7 +146,7 @@ def read_registration(home: LegacyHome, registration_id: str) -> LegacyRegistrat
 def _read_batch(home: LegacyHome, batch_id: int, path: Path) -> LegacyBatch | None:
     try:
         parsed = msgspec.json.decode(path.read_bytes(), type=_BatchFile)
-    except (OSError, msgspec.DecodeError) as exc:
+    except (OSError, msgspec.DecodeError, RecursionError) as exc:
         home.problems.append(Problem(path, f"damaged: {exc}"))
         return None
     if parsed.id != batch_id:

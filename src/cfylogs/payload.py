@@ -59,6 +59,18 @@ def _inflate(body: bytes, limit: int, wbits: int, name: str) -> bytes:
     return b"".join(out)
 
 
+#: What msgspec raises for a body it cannot take: invalid JSON, or JSON nested deeper
+#: than the interpreter's recursion limit (valid, but no event is shaped like that).
+JSON_ERRORS = (msgspec.DecodeError, RecursionError)
+
+
+def json_problem(exc: Exception) -> str:
+    """The 400 message for one of `JSON_ERRORS`."""
+    if isinstance(exc, RecursionError):
+        return "the JSON is nested too deeply"
+    return f"invalid JSON: {exc}"
+
+
 def parse_events(body: bytes, content_type: str = "") -> list[bytes]:
     """Split a body into raw JSON objects: one object, an array of them, or NDJSON.
 
@@ -82,9 +94,9 @@ def parse_events(body: bytes, content_type: str = "") -> list[bytes]:
         return _parse_lines(body)
     try:
         return [bytes(_ONE.decode(body))]
-    except msgspec.DecodeError as exc:
+    except JSON_ERRORS as exc:
         if "trailing characters" not in str(exc):
-            raise BadRequest(f"invalid JSON: {exc}") from None
+            raise BadRequest(json_problem(exc)) from None
     return _parse_lines(body)
 
 
@@ -93,8 +105,8 @@ def _parse_array(body: bytes) -> list[bytes]:
         elements = _ARRAY.decode(body)
     except msgspec.ValidationError:
         raise BadRequest("expected a JSON array of objects") from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"invalid JSON: {exc}") from None
+    except JSON_ERRORS as exc:
+        raise BadRequest(json_problem(exc)) from None
     events: list[bytes] = []
     for index, element in enumerate(elements):
         raw = bytes(element)
@@ -114,8 +126,8 @@ def _parse_lines(body: bytes) -> list[bytes]:
             raise BadRequest(f"line {number}: expected a JSON object")
         try:
             events.append(bytes(_ONE.decode(line)))
-        except msgspec.DecodeError as exc:
-            raise BadRequest(f"line {number}: invalid JSON: {exc}") from None
+        except JSON_ERRORS as exc:
+            raise BadRequest(f"line {number}: {json_problem(exc)}") from None
     return events
 
 

@@ -88,3 +88,45 @@ def test_bad_query_parameters_are_400(api: Api) -> None:
         r = api.http.get(f"/api/v1/logs/{registration_id}?{query}")
         assert r.status_code == 400, query
         assert r.json()["error"]["code"] == 400
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"k":' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("/api/v1/logs", _nested(5000), {}),
+        ("/api/v1/logs", b"[" + _nested(5000) + b"]", {}),
+        ("/api/v1/logs", b'{"k":1}\n' + _nested(5000) + b"\n", {}),
+        ("/api/v1/logs", gzip.compress(_nested(5000)), {"content-encoding": "gzip"}),
+        ("/api/v1/registration", _nested(5000), {}),
+    ],
+)
+def test_json_nested_too_deeply_is_400_not_a_server_error(
+    api: Api, path: str, body: bytes, headers: dict[str, str]
+) -> None:
+    """Valid JSON deeper than the parser's recursion limit: a clear 400, never a 503 that
+    Logstash would retry forever."""
+    registration_id = api.register()
+    r = api.http.post(path, content=body, headers=headers)
+    assert r.status_code == 400
+    assert "nested too deeply" in r.json()["error"]["message"]
+    assert post(api, b'{"after":1}').status_code == 200
+    assert api.drain(registration_id) == [{"after": 1}]
+
+
+def test_integers_in_paths_and_queries_are_strict(api: Api) -> None:
+    """What int() would take but is not a plain integer, and integers too long for int()."""
+    registration_id = api.register()
+    api.push({"n": 1})
+    batch = api.fetch(registration_id)
+    for query in ("max=" + "1" * 5000, "max=1_0", "max=+1", "max=%201", "max=%C2%B2"):
+        r = api.http.get(f"/api/v1/logs/{registration_id}?{query}")
+        assert r.status_code == 400, query
+    for batch_id in ("1" * 5000, "0_0", "+0", "%200", "%C2%B2", "0.0"):
+        r = api.http.delete(f"/api/v1/logs/{registration_id}/ack/{batch_id}")
+        assert r.status_code == 400, batch_id
+    assert api.fetch(registration_id) == batch  # nothing was acknowledged
+    assert api.ack(registration_id, batch["id"]).status_code == 200

@@ -68,6 +68,7 @@ def test_sizes_accept_units(tmp_path: Path) -> None:
         ("alien_registration:\n  is_leased: maybe\n", "alien_registration.is_leased"),
         ("storage:\n  sync: sometimes\n", "storage.sync"),
         ("server:\n  max_request_bytes: 12 parsecs\n", "server.max_request_bytes"),
+        ('home_directory: "/tmp/a\\0b"\n', "home_directory"),
     ],
 )
 def test_a_bad_value_names_the_key_and_the_file(tmp_path: Path, text: str, key: str) -> None:

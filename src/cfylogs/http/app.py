@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from cfylogs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cfylogs.metrics import Metrics
 from cfylogs.models import Batch, Registration
 from cfylogs.openapi import OPENAPI
-from cfylogs.payload import decode_body, parse_events
+from cfylogs.payload import JSON_ERRORS, decode_body, json_problem, parse_events
 from cfylogs.relay import MAX_WAIT_SEC, Relay
 
 log = logging.getLogger(__name__)
@@ -259,10 +260,9 @@ class App:
 
     async def ack(self, request: Request, params: list[str]) -> Response:
         registration_id = _registration_id(params[0])
-        try:
-            batch_id = int(params[1])
-        except ValueError:
-            raise BadRequest(f"batch id {params[1]!r} is not an integer") from None
+        if _INTEGER.fullmatch(params[1]) is None:
+            raise BadRequest(f"batch id {params[1][:40]!r} is not an integer")
+        batch_id = int(params[1])
         result = await self.relay.ack(registration_id, batch_id)
         return json_response({"acknowledged": result.acknowledged, "events": result.events})
 
@@ -400,8 +400,8 @@ def _dead_letter_selection(body: bytes) -> list[int] | None:
     """`{"ids": [1, 2]}` -> [1, 2]; `{"all": true}` -> None (every dead letter)."""
     try:
         data = msgspec.json.decode(body or b"null")
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"invalid JSON: {exc}") from None
+    except JSON_ERRORS as exc:
+        raise BadRequest(json_problem(exc)) from None
     if isinstance(data, dict) and data.get("all") is True:
         return None
     if isinstance(data, dict) and isinstance(data.get("ids"), list):
@@ -429,8 +429,8 @@ def _registration_name(body: bytes) -> str | None:
         return None
     try:
         data = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"invalid JSON: {exc}") from None
+    except JSON_ERRORS as exc:
+        raise BadRequest(json_problem(exc)) from None
     if not isinstance(data, dict):
         raise BadRequest("the registration body must be a JSON object, such as {}")
     name = data.get("name")
@@ -451,9 +451,13 @@ def _number(query: dict[str, str], key: str, low: float, high: float) -> float:
     return value
 
 
+#: An integer as the API takes it: ASCII digits, no spaces, `+` or `_` (which int()
+#: would take), few enough that int() never refuses it (it does past 4,300 digits).
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
 def _is_digits(text: str) -> bool:
-    # str.isdigit() alone also takes "²", which int() refuses.
-    return text.isascii() and text.isdigit()
+    return text[:1] != "-" and _INTEGER.fullmatch(text) is not None
 
 
 def _integer(query: dict[str, str], key: str, low: int, high: int | None) -> int | None:

@@ -917,7 +917,8 @@ class SqliteStorage(Storage):
     async def append(self, events: Sequence[bytes], now: float) -> AppendOutcome:
         if not events:
             return AppendOutcome(0, 0)
-        if not any(reg.active for reg in self._regs.values()):
+        # tuple(): one C-level copy, so the writer thread cannot resize the dict mid-loop.
+        if not any(reg.active for reg in tuple(self._regs.values())):
             # Nobody to deliver to: counted and dropped without touching the disk.
             return AppendOutcome(0, len(events))
         size = sum(map(len, events))
@@ -1183,7 +1184,9 @@ class SqliteStorage(Storage):
         )
 
     async def registrations(self) -> list[Registration]:
-        regs = sorted((r for r in self._regs.values() if r.active), key=lambda r: r.created_at)
+        regs = sorted(
+            (r for r in tuple(self._regs.values()) if r.active), key=lambda r: r.created_at
+        )
         head, head_byte = self._head, self._head_byte
 
         def backlog(conn: sqlite3.Connection) -> list[Registration]:
@@ -1223,7 +1226,7 @@ class SqliteStorage(Storage):
             events, nbytes = await self._read(read)
         except StorageUnavailable as exc:
             ok, detail, events, nbytes = False, exc.message, 0, 0
-        legacy = [batch for batches in self._legacy.values() for batch in batches]
+        legacy = [batch for batches in tuple(self._legacy.values()) for batch in batches]
         events += sum(batch.count for batch in legacy)
         nbytes += sum(batch.size for batch in legacy)
         disk, free = await asyncio.to_thread(self._disk_usage)
