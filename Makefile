@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-LINT_PATHS := $(wildcard src tests bench)
+LINT_PATHS := $(wildcard src tests bench scripts)
 
 .PHONY: run test lint typecheck unit bench clean
 
@@ -22,6 +22,7 @@ test: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+	scripts/ensure-postgres.sh
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -41,3 +41,7 @@ def server(server_factory: ServerFactory) -> ServerProcess:
 def api(server: ServerProcess) -> Iterator[Api]:
     with server.client() as client:
         yield Api(client)
+
+
+# The session's PostgreSQL server (`pg_server`) for the postgres backend's tests.
+pytest_plugins = ["tests.pgserver"]

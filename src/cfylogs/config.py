@@ -429,8 +429,15 @@ class Settings:
         "storage.postgres.dsn",
         None,
         OptStr(),
-        "PostgreSQL connection string (libpq format).",
-        secret=True,  # it may hold a password
+        "PostgreSQL connection string (libpq format), e.g. "
+        "`host=db port=5432 dbname=cfylogs user=cfylogs password=...`; never logged.",
+        secret=True,
+    )
+    storage_postgres_pool_size: int = setting(
+        "storage.postgres.pool_size",
+        10,
+        Int(1),
+        "Most connections one relay opens to PostgreSQL (one more listens for new events).",
     )
 
     security_ingest_token: str | None = setting(

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from cfylogs.storage.base import Storage, StorageLimits
+from cfylogs.storage.postgres import PostgresStorage
 from cfylogs.storage.sqlite import SqliteStorage
+from tests.pgserver import shared_server
 
 
 @dataclass
@@ -20,6 +22,8 @@ class Backend:
     make: Callable[[StorageLimits], Storage]
     #: Whether `StorageLimits.min_free_bytes` applies (the store is on a local disk).
     local_disk: bool = True
+    #: Whether several stores may be open on one state at once (several relay processes).
+    shared: bool = False
     opened: list[Storage] = field(default_factory=list)
 
     async def open(self, limits: StorageLimits | None = None) -> Storage:
@@ -41,7 +45,21 @@ def _sqlite(tmp_path: Path) -> Backend:
     return Backend("sqlite", lambda limits: SqliteStorage(tmp_path / "home", "full", limits))
 
 
-BACKENDS: dict[str, Callable[[Path], Backend]] = {"sqlite": _sqlite}
+def _postgres(tmp_path: Path) -> Backend:
+    """A fresh schema of the session's server per test: stores opened together share it."""
+    dsn = shared_server().create_schema()
+    return Backend(
+        "postgres",
+        lambda limits: PostgresStorage(dsn, "full", limits),
+        local_disk=False,
+        shared=True,
+    )
+
+
+BACKENDS: dict[str, Callable[[Path], Backend]] = {
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -27,6 +27,15 @@ def create_storage(settings: Settings) -> Storage:
             limits=storage_limits(settings),
             reserve_bytes=settings.storage_disk_reserve_bytes,
         )
+    if settings.storage_backend == "postgres" and settings.storage_postgres_dsn:
+        from cfylogs.storage.postgres import PostgresStorage
+
+        return PostgresStorage(
+            settings.storage_postgres_dsn,
+            sync=settings.storage_sync,
+            limits=storage_limits(settings),
+            pool_size=settings.storage_postgres_pool_size,
+        )
     raise ConfigError(
         f"{settings.source}: storage.backend {settings.storage_backend!r} is not available"
     )
