@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import signal
@@ -29,14 +31,18 @@ FIXTURES = _find_fixtures()
 _LISTENING = re.compile(r"listening on (\S+) \((\w+)\)")
 
 
+@functools.cache
+def _cloudify_log_fields() -> bytes:
+    """The fixture's members, compacted, without their closing brace (read once)."""
+    event = json.loads((FIXTURES / "cloudify_log.json").read_bytes())
+    return json.dumps(event, separators=(",", ":")).encode()[:-1]
+
+
 def cloudify_log(seq: int | None = None) -> bytes:
     """The shared fixture event, compacted, optionally tagged with a sequence number."""
-    event = yaml.safe_load((FIXTURES / "cloudify_log.json").read_bytes())
-    if seq is not None:
-        event["seq"] = seq
-    import json
-
-    return json.dumps(event, separators=(",", ":")).encode()
+    if seq is None:
+        return _cloudify_log_fields() + b"}"
+    return _cloudify_log_fields() + b',"seq":%d}' % seq
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
@@ -206,6 +212,14 @@ class Api:
             events.extend(batch["entries"])
             assert self.ack(registration_id, batch["id"]).status_code == 200
         raise AssertionError("drain did not finish")
+
+
+def memory_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of a process from /proc (`VmRSS` now, `VmHWM` its peak so far)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for process {pid}")
 
 
 def process_exists(pid: int) -> bool:

@@ -230,6 +230,13 @@ class Settings:
         Size(1024),
         "Largest request body accepted, after decompression (413 beyond).",
     )
+    server_max_ingest_bytes_in_flight: int = setting(
+        "server.max_ingest_bytes_in_flight",
+        64 * 1024**2,
+        Size(0),
+        "Request bodies held in memory at once by ingest (about 2.5 times that in all); "
+        "requests beyond wait their turn, unread, and are never refused (0: no limit).",
+    )
     server_keep_alive_sec: int = setting(
         "server.keep_alive_sec",
         30,

@@ -12,25 +12,17 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.support import Api, ServerProcess, wait_until
+from tests.support import Api, ServerProcess, memory_bytes, wait_until
 
 LONG_POLLS = 1000
 RSS_BOUND_BYTES = 400 * 1024**2
 HEALTH_BOUND_SEC = 5.0
 REQUEST_TIMEOUT_SEC = 2
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def _open_fds(pid: int) -> int:
@@ -73,7 +65,7 @@ async def _polls_then_ingest(server: ServerProcess, registration_id: str) -> lis
     await asyncio.to_thread(wait_until, lambda: len(held) == LONG_POLLS, 60)
     # All 1,000 are held open and idle: the server must still answer at once.
     assert await asyncio.to_thread(_health_seconds, server) < HEALTH_BOUND_SEC
-    assert _rss(_pid(server)) < RSS_BOUND_BYTES
+    assert memory_bytes(_pid(server)) < RSS_BOUND_BYTES
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         pushes = [
             http.post("/api/v1/logs", content=json.dumps([{"i": i, "pad": "x" * 500}] * 20))
@@ -94,7 +86,7 @@ def test_a_thousand_idle_long_polls_and_ingest_keep_health_prompt_and_memory_bou
     answers = asyncio.run(_polls_then_ingest(server, registration_id))
     # Ingest woke every long-poll: each got the same pending batch, byte for byte.
     assert len(set(answers)) == 1 and answers[0].startswith(b'200 {"id":0,')
-    assert _rss(_pid(server)) < RSS_BOUND_BYTES
+    assert memory_bytes(_pid(server)) < RSS_BOUND_BYTES
 
 
 def _raw_connect(server: ServerProcess) -> socket.socket:

@@ -9,6 +9,7 @@ never 204), which Cloudify 4's Logstash 1.5 needs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -30,6 +31,7 @@ from cfylogs.errors import (
     StorageUnavailable,
 )
 from cfylogs.http.auth import check_bearer, check_ingest_only
+from cfylogs.http.budget import ByteBudget
 from cfylogs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cfylogs.metrics import Metrics
 from cfylogs.models import Batch, Registration
@@ -69,6 +71,8 @@ class HttpOptions:
     ingest_token: bytes | None = field(default=None, repr=False)
     consumer_token: bytes | None = field(default=None, repr=False)
     access_log: bool = False
+    #: Shared by the listeners of one relay (`server.max_ingest_bytes_in_flight`).
+    ingest_budget: ByteBudget = field(default_factory=lambda: ByteBudget(0))
 
 
 class Request:
@@ -241,10 +245,17 @@ class App:
 
     async def ingest(self, request: Request, _: list[str]) -> Response:
         limit = self.options.max_request_bytes
-        raw = await request.body(limit)
-        body = decode_body(raw, request.header(b"content-encoding"), limit)
-        events = parse_events(body, request.header(b"content-type"))
-        result = await self.relay.ingest(events)
+        encoding = request.header(b"content-encoding")
+        async with self.options.ingest_budget.hold(_memory_share(request, encoding, limit)):
+            raw = await request.body(limit)
+            if len(raw) < _DECODE_ON_LOOP_BYTES:
+                events = _decode_events(raw, encoding, request.header(b"content-type"), limit)
+            else:
+                # gunzip and line splitting let the loop run meanwhile (zlib drops the GIL).
+                events = await asyncio.to_thread(
+                    _decode_events, raw, encoding, request.header(b"content-type"), limit
+                )
+            result = await self.relay.ingest(events)
         if self.relay.options.accept == "any":
             return Response(b'{"accepted":%d}' % result.accepted)
         # Logstash drops a refused request: dead letters are answered 200, and counted here.
@@ -394,6 +405,27 @@ def _shape(parts: list[str]) -> tuple[str, list[str]]:
             shape.append("*")
             params.append(part)
     return "/".join(shape), params
+
+
+#: Bodies below this are decoded on the event loop: a thread costs more than they do.
+_DECODE_ON_LOOP_BYTES = 256 * 1024
+#: A compressed body is counted at this many times its size (JSON compresses about 10:1).
+_COMPRESSION_ALLOWANCE = 16
+
+
+def _decode_events(raw: bytes, encoding: str, content_type: str, limit: int) -> list[bytes]:
+    return parse_events(decode_body(raw, encoding, limit), content_type)
+
+
+def _memory_share(request: Request, encoding: str, limit: int) -> int:
+    """The body bytes an ingest request may hold, known before its body is read."""
+    declared = request.headers.get(b"content-length", b"")
+    if not declared.isdigit():
+        return limit  # chunked: up to the limit
+    size = int(declared)
+    if encoding.strip().lower() not in ("", "identity"):
+        size *= _COMPRESSION_ALLOWANCE
+    return min(size, limit)
 
 
 def _dead_letter_selection(body: bytes) -> list[int] | None:

@@ -22,6 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cfylogs.config import Settings
 from cfylogs.http.app import App, HttpOptions
+from cfylogs.http.budget import ByteBudget
 from cfylogs.metrics import Metrics
 from cfylogs.relay import Relay, RelayOptions
 from cfylogs.storage import create_storage
@@ -159,7 +160,7 @@ def bind(address: str, port: int) -> socket.socket:
     return sock
 
 
-def http_options(settings: Settings, ingest_only: bool = False) -> HttpOptions:
+def http_options(settings: Settings, budget: ByteBudget, ingest_only: bool = False) -> HttpOptions:
     def token(value: str | None) -> bytes | None:
         return value.encode() if value else None
 
@@ -169,6 +170,7 @@ def http_options(settings: Settings, ingest_only: bool = False) -> HttpOptions:
         ingest_token=token(settings.security_ingest_token),
         consumer_token=token(settings.security_consumer_token),
         access_log=settings.server_access_log,
+        ingest_budget=budget,
     )
 
 
@@ -180,7 +182,9 @@ def build_listeners(
         ssl_context = build_server_context(settings)
     main = bind(settings.server_address, settings.server_port)
     metrics = Metrics(relay)
-    listeners = [Listener("api", App(relay, http_options(settings), metrics), main, ssl_context)]
+    budget = ByteBudget(settings.server_max_ingest_bytes_in_flight)
+    api = App(relay, http_options(settings, budget), metrics)
+    listeners = [Listener("api", api, main, ssl_context)]
     if ssl_context is not None:
         # Cloudify's Logstash cannot push over HTTPS: it keeps a plain port, for ingest only.
         try:
@@ -188,7 +192,7 @@ def build_listeners(
         except OSError:
             main.close()
             raise
-        ingest = App(relay, http_options(settings, ingest_only=True), metrics)
+        ingest = App(relay, http_options(settings, budget, ingest_only=True), metrics)
         listeners.append(Listener("http", ingest, plain))
     return listeners
 
