@@ -19,12 +19,11 @@ import asyncio
 import contextlib
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bench import servers
 from bench.pacing import pace, percentile
@@ -61,7 +60,7 @@ def available_peers(base: Path, notes: list[str]) -> list[System]:
 
 
 class RedisStreams(System):
-    kinds = ("ingest", "drain", "e2e")
+    kinds: ClassVar[tuple[str, ...]] = ("ingest", "drain", "e2e", "fanout")
 
     async def start(self, fanout: int = 1) -> None:
         import redis.asyncio as aioredis
@@ -72,10 +71,10 @@ class RedisStreams(System):
         for i in range(fanout):  # like a registration: sees only what comes after it
             await self.client.xgroup_create(STREAM, f"g{i}", id="$", mkstream=True)
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
         if self.server is not None:
             await self.client.aclose()
-        await super().stop()
+        await super().halt()
 
     def _benchmark(self, connections: int, pipeline: int, count: int) -> tuple[Measure, float]:
         cmd = [
@@ -83,7 +82,7 @@ class RedisStreams(System):
             "-c", str(connections), "-n", str(count), "-P", str(pipeline), "--csv",
             "XADD", STREAM, "*", "e", event(0).decode(),
         ]  # fmt: skip
-        with measure_cpu(self.pid, in_process_client=False) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=False) as cpu:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         numbers = [float(x) for x in re.findall(r'"([\d.]+)"', out.splitlines()[-1])[-7:]]
         rps, _avg, _min, p50, _p95, p99, _max = numbers
@@ -97,6 +96,7 @@ class RedisStreams(System):
         _, rate = self._benchmark(conns, pipeline, conns * pipeline * 10)
         count = max(conns * pipeline, int(rate * load.duration))
         measure, _ = self._benchmark(conns, pipeline, count)
+        measure["stored_events"] = int(await self.client.xlen(STREAM))  # the probe's too
         return measure
 
     async def fill(self, count: int, load: Load, time_limit: float) -> Measure:
@@ -108,7 +108,7 @@ class RedisStreams(System):
     async def drain(self, count: int, time_limit: float) -> Measure:
         received = 0
         deadline = time.monotonic() + time_limit
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             while received < count and time.monotonic() < deadline:
                 answer: Any = await self.client.xreadgroup("g0", "c", {STREAM: ">"}, count=FETCH)
                 if not answer:
@@ -146,7 +146,7 @@ class RedisStreams(System):
                 e2e_ms.extend((now - sent_at[SEQ.decode(f[b"e"]).seq]) * 1000 for _, f in entries)
                 await consumer.xack(STREAM, "g0", *(entry_id for entry_id, _ in entries))
 
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             reader = asyncio.create_task(consume())
             result = await pace(rate, duration, send)
             await asyncio.wait_for(reader, 30)
@@ -155,7 +155,7 @@ class RedisStreams(System):
 
 
 class RabbitMq(System):
-    kinds = ("ingest", "drain", "e2e")
+    kinds: ClassVar[tuple[str, ...]] = ("ingest", "drain", "e2e", "fanout")
 
     async def start(self, fanout: int = 1) -> None:
         import aio_pika
@@ -171,12 +171,11 @@ class RabbitMq(System):
             await queue.bind(exchange)
         await channel.close()
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
         if self.server is not None:
             await self.conn.close()
             servers.stop_rabbitmq(self.server)
             self.server = None
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def _exchange(self) -> Any:
         channel = await self.conn.channel(publisher_confirms=True)
@@ -204,7 +203,7 @@ class RabbitMq(System):
                 latencies.append((time.perf_counter() - began) * 1000)
             await channel.close()
 
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             await asyncio.gather(*(producer() for _ in range(conns)))
         events = len(latencies) * size
         return {
@@ -264,7 +263,7 @@ class RabbitMq(System):
         return received
 
     async def drain(self, count: int, time_limit: float) -> Measure:
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             received = await self._consume(count, lambda body: None, time_limit)
         return {
             "events_per_sec": round(received / cpu.wall_sec, 1),
@@ -284,7 +283,7 @@ class RabbitMq(System):
         def on_body(body: bytes) -> None:
             e2e_ms.append((time.perf_counter() - sent_at[SEQ.decode(body).seq]) * 1000)
 
-        with measure_cpu(self.pid, in_process_client=True) as cpu:
+        with measure_cpu(self.cpu_pids, in_process_client=True) as cpu:
             # Per-message acks here: waiting for 1000 would hold the last events of a burst.
             total = int(rate * duration)
             reader = asyncio.create_task(self._consume(total, on_body, duration + 30, ack_every=1))

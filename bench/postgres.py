@@ -30,6 +30,15 @@ class CfylogsPostgres(Cfylogs):
         super().__init__(name, workdir, config)
         self.pg = server
 
+    @property
+    def cpu_pids(self) -> list[int]:
+        """cfylogs and the PostgreSQL server it writes to: both do the work."""
+        postmaster = self.pg.data / "postmaster.pid"
+        try:
+            return [*super().cpu_pids, int(postmaster.read_text().split()[0])]
+        except (OSError, ValueError, IndexError):
+            return super().cpu_pids
+
     async def start(self, fanout: int = 1) -> None:
         self.config["storage.backend"] = "postgres"
         self.config["storage.postgres.dsn"] = self.pg.create_database("bench")

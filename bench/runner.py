@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import disk
 from bench.httpc import Conn
-from bench.system import process_tree, rss_bytes
+from bench.system import disk_bytes, process_tree, rss_bytes
 from bench.systems import AsgiCeiling, Cfylogs, Load, Measure, System, disk_per_event
 
 
@@ -137,17 +137,20 @@ class Runner:
 
     async def fanout(self) -> None:
         for r in range(self.options.rounds):
-            for system in self.cfylogs("fanout"):
+            for system in self.cfylogs("fanout") + [p for p in self.peers if "fanout" in p.kinds]:
                 for fanout in self.options.fanouts:
                     await self._fanout_once(system, fanout, r)
 
-    async def _fanout_once(self, system: Cfylogs, fanout: int, round_: int) -> None:
+    async def _fanout_once(self, system: System, fanout: int, round_: int) -> None:
         try:
             await system.start(fanout)
-            result = await system.ingest(self.load, batched=True)
-            system.server.stop()  # type: ignore[union-attr]  # closed store: settled file sizes
+            empty = disk_bytes(system.data_dir)  # an empty store's files are no event's cost
+            result = await system.ingest(self.load, batched=True)  # type: ignore[attr-defined]
+            await system.halt()  # a closed store: settled file sizes
             result["fanout"] = fanout
-            result["disk_bytes_per_event"] = round(disk_per_event(system, result["events"]), 1)
+            used = disk_bytes(system.data_dir) - empty
+            stored = result.get("stored_events", result["events"])
+            result["disk_bytes_per_event"] = round(used / max(stored, 1), 1)
             self.record("P4", f"{system.name} x{fanout}", round_, result)
         except Exception as exc:
             self.log(f"P4 {system.name} x{fanout} failed: {exc!r}")

@@ -86,6 +86,16 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / _TICK
 
 
+def main_thread_seconds(pid: int) -> float:
+    """CPU time of a process's main thread alone (for a Python server: its event loop)."""
+    try:
+        raw = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def rss_bytes(pids: list[int]) -> int:
     total = 0
     for pid in pids:
@@ -119,6 +129,8 @@ class CpuUse:
     client_pct: float = 0.0
     #: Everything else on the machine (other work sharing the cores): the noise.
     others_pct: float = 0.0
+    #: Of `server_pct`, the first server process's main thread (the event loop).
+    main_thread_pct: float = 0.0
     wall_sec: float = 0.0
 
     @property
@@ -128,7 +140,7 @@ class CpuUse:
 
 
 @contextmanager
-def measure_cpu(server_pid: int | None, in_process_client: bool) -> Iterator[CpuUse]:
+def measure_cpu(server_pids: list[int], in_process_client: bool) -> Iterator[CpuUse]:
     """Server CPU from /proc; client CPU from rusage of this process or of waited children.
 
     A load generator run as a subprocess (wrk, redis-benchmark) is waited for
@@ -136,10 +148,12 @@ def measure_cpu(server_pid: int | None, in_process_client: bool) -> Iterator[Cpu
     runs in this process and shows in RUSAGE_SELF.
     """
     use = CpuUse()
-    pids = process_tree(server_pid) if server_pid else []
+    pids = [pid for root in server_pids for pid in process_tree(root)]
     who = resource.RUSAGE_SELF if in_process_client else resource.RUSAGE_CHILDREN
     before = resource.getrusage(who)
     server_before = cpu_seconds(pids)
+    main = server_pids[0] if server_pids else 0
+    main_before = main_thread_seconds(main) if main else 0.0
     machine_before = machine_busy_seconds()
     start = time.monotonic()
     try:
@@ -151,6 +165,8 @@ def measure_cpu(server_pid: int | None, in_process_client: bool) -> Iterator[Cpu
         wall = max(use.wall_sec, 1e-9)
         use.server_pct = 100.0 * (cpu_seconds(pids) - server_before) / wall
         use.client_pct = 100.0 * client / wall
+        if main:
+            use.main_thread_pct = 100.0 * (main_thread_seconds(main) - main_before) / wall
         machine = 100.0 * (machine_busy_seconds() - machine_before) / wall
         use.others_pct = max(0.0, machine - use.server_pct - use.client_pct)
 

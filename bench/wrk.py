@@ -28,7 +28,7 @@ def run_wrk(
     body: Path,
     connections: int,
     duration: float,
-    server_pid: int | None,
+    server_pids: list[int],
     threads: int = 1,
 ) -> WrkResult:
     """One timed wrk run; its CPU (one thread: at most 100%) shows if it was the limit."""
@@ -44,7 +44,7 @@ def run_wrk(
         url,
     ]
     env = {**os.environ, "BENCH_BODY": str(body)}
-    with measure_cpu(server_pid, in_process_client=False) as cpu:
+    with measure_cpu(server_pids, in_process_client=False) as cpu:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:

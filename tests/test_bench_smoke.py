@@ -65,3 +65,30 @@ def test_targets_are_reported(report: dict[str, object]) -> None:
     names = {line["target"] for line in targets}
     assert {"P1", "P2", "P3", "P4", "P5", "P6"} <= names
     assert all(line["pass"] in (True, False, None) for line in targets)
+
+
+def _row(scenario: str, system: str, round_: int, **values: object) -> dict[str, object]:
+    return {"scenario": scenario, "system": system, "round": round_, **values}
+
+
+def test_medians_flags_and_round_ratios() -> None:
+    from bench import report
+
+    rows = [
+        _row("P1", "cfylogs", 0, events_per_sec=80.0, client_bound=False),
+        _row("P1", "cfylogs", 1, events_per_sec=50.0, client_bound=True),
+        _row("P1", "cfylogs", 2, events_per_sec=70.0, client_bound=False),
+        _row("P1", "asgi-ceiling", 0, events_per_sec=100.0),
+        _row("P1", "asgi-ceiling", 1, events_per_sec=50.0),
+        _row("P1", "asgi-ceiling", 2, events_per_sec=100.0),
+    ]
+    summary = report.summarise(rows)
+    assert summary["P1"]["cfylogs"]["events_per_sec"] == 70.0
+    assert summary["P1"]["cfylogs"]["client_bound"] is True  # any round
+    assert summary["P1"]["cfylogs"]["runs"] == 3
+    # Round by round: 0.8, 1.0, 0.7 -> 0.8 (the ratio of medians would say 0.7).
+    assert report.round_ratio(rows, "P1", "cfylogs", "asgi-ceiling", "events_per_sec") == 0.8
+    lines = {(t["target"], t["what"]): t for t in report.targets(rows, summary)}
+    p1 = lines[("P1", "single-event ingest / ASGI ceiling")]
+    assert p1["pass"] is True and p1["value"] == "0.8"
+    assert lines[("P3", "drain events/s (batches of 1000)")]["pass"] is None  # not run

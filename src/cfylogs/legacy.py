@@ -25,7 +25,9 @@ import msgspec
 from cfylogs.storage.base import Storage
 
 REGISTRATIONS_FILE = "registrations.json"
-_BATCH_FILE = re.compile(r"^(\d+)\.json$")
+_BATCH_FILE = re.compile(r"^([0-9]+)\.json$")
+#: Batch ids are stored as 64-bit integers; the Java server's are longs too.
+_MAX_BATCH_ID = 2**63 - 1
 #: What the HTTP API accepts as a registration id (see cfylogs.openapi).
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
@@ -134,6 +136,8 @@ def read_registration(home: LegacyHome, registration_id: str) -> LegacyRegistrat
         match = _BATCH_FILE.match(child.name)
         if match is None:
             home.notes.append(Problem(child, "not a batch file (<batchId>.json); ignored"))
+        elif len(match.group(1)) > 19 or int(match.group(1)) > _MAX_BATCH_ID:
+            home.problems.append(Problem(child, "damaged: the batch id is out of range"))
         else:
             numbered.append((int(match.group(1)), child))
     for batch_id, path in sorted(numbered):

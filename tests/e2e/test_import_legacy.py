@@ -116,3 +116,18 @@ def test_serving_on_an_unimported_java_home_says_so(
     server = server_factory(config={"home_directory": str(legacy)}).start()
     server.stop()
     assert f"cfylogs import-legacy {legacy}" in server.run_log()
+
+
+def test_a_batch_id_out_of_range_is_reported_not_fatal(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "registrations.json").write_text(json.dumps([B]))
+    (tmp_path / B).mkdir()
+    (tmp_path / B / "1.json").write_text(json.dumps({"id": 1, "entries": [{"n": 1}]}))
+    huge = "9" * 200  # far past a 64-bit id
+    (tmp_path / B / f"{huge}.json").write_text(json.dumps({"id": 0, "entries": [{"n": 2}]}))
+    server = server_factory()
+    result = run_import(server, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "the batch id is out of range" in result.stderr
+    assert f"adopted {B}: 1 batches (ids 1)" in result.stdout
