@@ -1,4 +1,4 @@
-"""tests/fixtures is a copy of the project's reference events for a lone clone: it must not drift."""
+"""tests/fixtures copies the reference events for a lone clone: it must not drift."""
 
 from __future__ import annotations
 
