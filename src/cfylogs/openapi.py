@@ -38,6 +38,8 @@ _COMMON: Schema = {
     "401": _error("A token is configured (security.*) and the request lacks it."),
     "503": _error("The store cannot take the request now; retry.", _RETRY_AFTER),
 }
+#: Small JSON bodies (registration, dead-letter selection) are read up to 64 KiB.
+_SMALL_BODY_TOO_LARGE = _error("The body is over 64 KiB.")
 _NOT_FOUND = _error("Unknown registration (error.code 504), or no such route.")
 _BAD = _error("Invalid request: the message says what is wrong.")
 
@@ -246,6 +248,7 @@ _REGISTER: Schema = {
             "The new registration; it sees the events ingested from now on.",
         ),
         "400": _BAD,
+        "413": _SMALL_BODY_TOO_LARGE,
         **_COMMON,
     },
 }
@@ -372,6 +375,7 @@ _REPLAY: Schema = {
             "Replayed (unknown ids are ignored).",
         ),
         "400": _BAD,
+        "413": _SMALL_BODY_TOO_LARGE,
         **_COMMON,
     },
 }

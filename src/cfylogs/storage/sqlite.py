@@ -511,6 +511,8 @@ class SqliteStorage(Storage):
     ) -> T:
         if self._closing or self._loop is None:
             raise StorageUnavailable("the relay is shutting down; retry shortly")
+        if self._thread is None or not self._thread.is_alive():
+            raise StorageUnavailable("the store's writer has stopped; see the relay's log")
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(_Op(run, future, events, size, now))
         return await future
@@ -541,7 +543,16 @@ class SqliteStorage(Storage):
                 except queue.Empty:
                     break
             if ops:
-                self._run_group(ops)
+                try:
+                    self._run_group(ops)
+                except Exception as exc:  # outside the transaction: answer them, go on
+                    log.exception("the store's writer failed %d operation(s)", len(ops))
+                    error = StorageUnavailable(f"the store cannot take this now: {exc}")
+                    failed: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
+                        (op.future, None, error) for op in ops
+                    ]
+                    assert self._loop is not None
+                    self._loop.call_soon_threadsafe(_resolve_all, failed)
         self._flush_last_seen()
 
     def _run_group(self, ops: list[_Op]) -> None:
@@ -1222,6 +1233,8 @@ class SqliteStorage(Storage):
             return head - tail, head_byte - self._byte_position(conn, tail, head, head_byte)
 
         ok, detail = self._failure is None, self._failure or "ok"
+        if self._thread is None or not self._thread.is_alive():
+            ok, detail = False, "the store's writer has stopped"
         try:
             events, nbytes = await self._read(read)
         except StorageUnavailable as exc:
