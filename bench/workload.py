@@ -32,11 +32,16 @@ end
 
 
 def _find_fixture() -> Path:
+    """`shared/fixtures` beside the repository or a parent (the project's reference
+    events), else the copy in tests/fixtures that a test keeps equal (a lone clone)."""
     for parent in Path(__file__).resolve().parents:
         candidate = parent / "shared" / "fixtures" / "cloudify_log.json"
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError("shared/fixtures/cloudify_log.json not found beside the repository")
+    copy = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "cloudify_log.json"
+    if copy.is_file():
+        return copy
+    raise FileNotFoundError("cloudify_log.json: neither shared/fixtures nor tests/fixtures")
 
 
 @cache
