@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -171,8 +172,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        #: labels() looks the child up under a lock on every call: keep them (routes are few).
+        self._latency_by_route: dict[tuple[str, str], Any] = {}
+
     def observe(self, method: str, route: str, seconds: float) -> None:
-        self.latency.labels(method, route).observe(seconds)
+        child = self._latency_by_route.get((method, route))
+        if child is None:
+            child = self._latency_by_route[method, route] = self.latency.labels(method, route)
+        child.observe(seconds)
 
     async def render(self) -> bytes:
         """The Prometheus text exposition, with the store read now."""
