@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cfylogs.models import (
     AckResult,
@@ -27,6 +28,46 @@ from cfylogs.models import (
     Registration,
     StoreStatus,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRow:
+    """A registration as both backends keep it; replaced whole, never mutated.
+
+    The pending batch is `[pending_start, cursor)`, with id `next_batch_id - 1`.
+    """
+
+    id: str
+    name: str | None
+    client_subject: str | None
+    created_at: float
+    last_seen: float
+    active: bool
+    cursor: int
+    next_batch_id: int
+    pending_start: int | None
+    pending_deliveries: int
+    redeliveries: int
+    dropped: int
+
+    @property
+    def pending_id(self) -> int | None:
+        return None if self.pending_start is None else self.next_batch_id - 1
+
+    def public(self, last_seen: float | None = None, **backlog: Any) -> Registration:
+        """The API's view; `backlog` holds the figures the backend computes."""
+        return Registration(
+            id=self.id,
+            name=self.name,
+            created_at=self.created_at,
+            last_seen=self.last_seen if last_seen is None else last_seen,
+            client_subject=self.client_subject,
+            pending_batch_id=self.pending_id,
+            pending_deliveries=self.pending_deliveries,
+            redeliveries=self.redeliveries,
+            dropped_events=self.dropped,
+            **backlog,
+        )
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ from cfylogs.models import (
     StoreStatus,
 )
 from cfylogs.storage import postgres_legacy as legacy
-from cfylogs.storage.base import Storage, StorageLimits, check_legacy_batches
+from cfylogs.storage.base import RegistrationRow, Storage, StorageLimits, check_legacy_batches
 from cfylogs.storage.postgres_schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -118,40 +118,8 @@ class _Append:
     future: asyncio.Future[AppendOutcome]
 
 
-@dataclass(frozen=True, slots=True)
-class _Reg:
-    """A registration row, as read under its lock."""
-
-    id: str
-    name: str | None
-    client_subject: str | None
-    created_at: float
-    last_seen: float
-    active: bool
-    cursor: int
-    next_batch_id: int
-    pending_start: int | None
-    pending_deliveries: int
-    redeliveries: int
-    dropped: int
-
-    @property
-    def pending_id(self) -> int | None:
-        return None if self.pending_start is None else self.next_batch_id - 1
-
-    def public(self, **backlog: Any) -> Registration:
-        return Registration(
-            id=self.id,
-            name=self.name,
-            created_at=self.created_at,
-            last_seen=self.last_seen,
-            client_subject=self.client_subject,
-            pending_batch_id=self.pending_id,
-            pending_deliveries=self.pending_deliveries,
-            redeliveries=self.redeliveries,
-            dropped_events=self.dropped,
-            **backlog,
-        )
+#: A registration row, as read under its lock (columns in `_REG_COLUMNS` order).
+_Reg = RegistrationRow
 
 
 class PostgresStorage(Storage):

@@ -61,7 +61,7 @@ from cfylogs.models import (
     Registration,
     StoreStatus,
 )
-from cfylogs.storage.base import Storage, StorageLimits, check_legacy_batches
+from cfylogs.storage.base import RegistrationRow, Storage, StorageLimits, check_legacy_batches
 from cfylogs.storage.reserve import DiskReserve
 
 log = logging.getLogger(__name__)
@@ -161,30 +161,14 @@ def decode_offsets(blob: bytes) -> array[int]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Reg:
-    """Mirror of a registration row; replaced whole, never mutated."""
+class _Reg(RegistrationRow):
+    """Mirror of a registration row, with where its backlog starts in the byte stream."""
 
-    id: str
-    name: str | None
-    client_subject: str | None
-    created_at: float
-    last_seen: float
-    active: bool
-    cursor: int
-    next_batch_id: int
-    pending_start: int | None
-    pending_deliveries: int
-    redeliveries: int
-    dropped: int
     start_byte: int
 
     @property
     def backlog_start(self) -> int:
         return self.cursor if self.pending_start is None else self.pending_start
-
-    @property
-    def pending_id(self) -> int | None:
-        return None if self.pending_start is None else self.next_batch_id - 1
 
 
 _REG_COLUMNS = [f.name for f in dataclasses.fields(_Reg)]
@@ -1169,18 +1153,8 @@ class SqliteStorage(Storage):
     # --- views
 
     def _public(self, reg: _Reg, **backlog: Any) -> Registration:
-        public = Registration(
-            id=reg.id,
-            name=reg.name,
-            created_at=reg.created_at,
-            last_seen=max(reg.last_seen, self._last_seen.get(reg.id, 0.0)),
-            client_subject=reg.client_subject,
-            pending_batch_id=reg.pending_id,
-            pending_deliveries=reg.pending_deliveries,
-            redeliveries=reg.redeliveries,
-            dropped_events=reg.dropped,
-            **backlog,
-        )
+        last_seen = max(reg.last_seen, self._last_seen.get(reg.id, 0.0))
+        public = reg.public(last_seen, **backlog)
         legacy = self._legacy.get(reg.id)
         if not legacy:
             return public
