@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,65 @@ class Registration:
     redeliveries: int = 0
     #: Events of this registration dropped by a backlog cap.
     dropped_events: int = 0
+
+
+class JoinedEntries(Sequence[bytes]):
+    """Events held as one buffer, each followed by a comma: `e1,e2,...,en,`.
+
+    That is how the embedded store keeps them on disk, so a batch is read as
+    one slice and rendered as a JSON array without splitting its events and
+    joining them again; single events are cut out only when asked for.
+    """
+
+    __slots__ = ("_bounds", "buffer")
+
+    def __init__(self, buffer: bytes, bounds: Sequence[int]) -> None:
+        #: The events with a comma after each (the last one too).
+        self.buffer = buffer
+        #: Where each event starts, and len(buffer) last.
+        self._bounds = bounds
+
+    @classmethod
+    def of(cls, events: Sequence[bytes]) -> JoinedEntries:
+        bounds = [0]
+        for event in events:
+            bounds.append(bounds[-1] + len(event) + 1)
+        return cls(b"".join(event + b"," for event in events), bounds)
+
+    def json_items(self) -> memoryview:
+        """The inside of the JSON array: the events separated by commas."""
+        return memoryview(self.buffer)[:-1]
+
+    def __len__(self) -> int:
+        return len(self._bounds) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("entry index out of range")
+        return self.buffer[self._bounds[index] : self._bounds[index + 1] - 1]
+
+    def __iter__(self) -> Iterator[bytes]:
+        bounds, buffer = self._bounds, self.buffer
+        for i in range(len(bounds) - 1):
+            yield buffer[bounds[i] : bounds[i + 1] - 1]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"JoinedEntries({list(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)

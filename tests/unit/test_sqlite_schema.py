@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from cfylogs.storage.sqlite import _SCHEMA, DB_FILE, SCHEMA_VERSION, SqliteStorage
+from cfylogs.http.app import render_batch
+from cfylogs.models import JoinedEntries
+from cfylogs.storage.sqlite import _SCHEMA, DB_FILE, SCHEMA_VERSION, SqliteStorage, _pack
 
 
 async def test_a_schema_1_store_is_upgraded_and_keeps_its_registrations(tmp_path: Path) -> None:
@@ -35,3 +37,52 @@ async def test_a_schema_1_store_is_upgraded_and_keeps_its_registrations(tmp_path
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
     conn.close()
     assert version == SCHEMA_VERSION == 3
+
+
+async def test_chunks_stored_without_separators_read_back_beside_new_ones(tmp_path: Path) -> None:
+    """Stores of earlier releases hold events back to back; later chunks have a comma
+    after each event. A batch spanning both reads and renders the same events."""
+    home = tmp_path / "home"
+    old_events = [b'{"n":%d}' % i for i in range(5)]
+    store = SqliteStorage(home)
+    await store.open()
+    await store.register("r", None, None, 1.0)
+    await store.close()
+    offsets, data = _pack(old_events)  # the earlier format: no separator
+    conn = sqlite3.connect(home / DB_FILE)
+    with conn:
+        conn.execute(
+            "INSERT INTO chunks (first_seq, count, first_byte, ingested_at, offsets, data) "
+            "VALUES (0, 5, 0, 1.0, ?, ?)",
+            (offsets, data),
+        )
+        conn.execute("UPDATE meta SET value = 5 WHERE key = 'head_seq'")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'head_byte'", (len(data),))
+    conn.close()
+    store = SqliteStorage(home)
+    await store.open()
+    try:
+        new_events = [b'{"n":%d, "x": [1, 2]}' % i for i in range(5, 9)]
+        await store.append(new_events, 2.0)
+        [reg] = await store.registrations()
+        assert reg.backlog_bytes == sum(map(len, old_events + new_events))
+        first = await store.fetch("r", 3, 1 << 20, 3.0)
+        assert first is not None and list(first.entries) == old_events[:3]
+        assert (await store.ack("r", first.id, 3.0)).events == 3
+        spanning = await store.fetch("r", 100, 1 << 20, 3.0)
+        assert spanning is not None
+        assert list(spanning.entries) == old_events[3:] + new_events
+        assert render_batch(spanning) == b'{"id":1,"entries":[%b]}' % b",".join(
+            old_events[3:] + new_events
+        )
+    finally:
+        await store.close()
+
+
+def test_joined_entries_behave_as_a_sequence_of_events() -> None:
+    events = [b"{}", b'{"a":1}', b'{"b":[1,2]}']
+    joined = JoinedEntries.of(events)
+    assert len(joined) == 3 and list(joined) == events and joined == events
+    assert joined[-1] == events[-1] and joined[1:] == events[1:]
+    assert bytes(joined.json_items()) == b",".join(events)
+    assert JoinedEntries.of([]) == [] and len(JoinedEntries.of([])) == 0

@@ -34,7 +34,7 @@ from cfylogs.http.auth import check_bearer, check_ingest_only
 from cfylogs.http.budget import ByteBudget
 from cfylogs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from cfylogs.metrics import Metrics
-from cfylogs.models import Batch, Registration
+from cfylogs.models import Batch, JoinedEntries, Registration
 from cfylogs.openapi import OPENAPI
 from cfylogs.payload import JSON_ERRORS, decode_body, json_problem, parse_events
 from cfylogs.relay import MAX_WAIT_SEC, Relay
@@ -351,7 +351,9 @@ def render_batch(batch: Batch | None) -> bytes:
     """`{"id": N, "entries": [...]}` from the stored bytes, the same every time."""
     if batch is None:
         return _EMPTY_BATCH
-    return b'{"id":%d,"entries":[%b]}' % (batch.id, b",".join(batch.entries))
+    entries = batch.entries
+    items = entries.json_items() if isinstance(entries, JoinedEntries) else b",".join(entries)
+    return b"".join((b'{"id":%d,"entries":[' % batch.id, items, b"]}"))
 
 
 def registration_json(reg: Registration) -> dict[str, Any]:

@@ -17,6 +17,11 @@ transaction, commits once (group commit: one fsync for all the requests that
 were waiting), updates the in-memory mirror of the registrations, and only
 then answers each caller. Reads of event data run on a small pool of read
 connections, so neither disk writes nor reads block the event loop.
+A checkpointer thread copies the WAL into the database file in the
+background, every megabyte or so, so that the commit which reaches SQLite's
+own checkpoint point (4 MB of WAL: it bounds the WAL, also on a full disk)
+finds little or nothing left to copy and its callers do not wait for a
+second write and fsync.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from cfylogs.models import (
     AppendOutcome,
     Batch,
     DeadLetter,
+    JoinedEntries,
     Registration,
     StoreStatus,
 )
@@ -82,6 +88,10 @@ FLUSH_INTERVAL = 5.0
 MAINTENANCE_EVERY = 10.0
 VACUUM_MIN_BYTES = 64 * 1024**2
 VACUUM_SLICE_BYTES = 64 * 1024**2
+#: The checkpointer copies the WAL into the database once about this much was written.
+CHECKPOINT_BYTES = 1024**2
+#: ...and at least this often (s) while anything was written since.
+CHECKPOINT_EVERY = 1.0
 #: A registration losing events to its backlog cap is reported at most this often (s).
 DROP_WARN_EVERY = 60.0
 #: Free space is measured for every commit unless it was measured this recently (s)
@@ -324,6 +334,11 @@ class SqliteStorage(Storage):
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
+        #: Set by the writer when the WAL should be copied into the database.
+        self._checkpoint_due = threading.Event()
+        #: Bytes committed since the checkpointer was last woken (an estimate).
+        self._wal_bytes = 0
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -342,6 +357,10 @@ class SqliteStorage(Storage):
         self._readers = ThreadPoolExecutor(self._reader_count, thread_name_prefix="cfylogs-read")
         self._thread = threading.Thread(target=self._writer_loop, name="cfylogs-write", daemon=True)
         self._thread.start()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="cfylogs-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     def _open_sync(self) -> None:
         try:
@@ -370,6 +389,10 @@ class SqliteStorage(Storage):
             _check_not_truncated(self.path)
             self._check_ours()
             self._write_conn = self._connect()
+            # Python's SQLite is built with SECURE_DELETE: deleting acknowledged events
+            # would write every freed page again, zeroed. FAST zeroes only what costs
+            # no extra I/O; the file is private to the relay (docs/SECURITY.md).
+            self._write_conn.execute("PRAGMA secure_delete = FAST")
             self._init_schema()
             self._load_mirror()
         except sqlite3.DatabaseError as exc:
@@ -470,6 +493,10 @@ class SqliteStorage(Storage):
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
+        if self._checkpointer is not None:
+            self._checkpoint_due.set()  # with _closing set: it stops
+            await asyncio.to_thread(self._checkpointer.join)
+            self._checkpointer = None
         if self._readers is not None:
             self._readers.shutdown(wait=True)
         with self._conn_lock:
@@ -603,6 +630,7 @@ class SqliteStorage(Storage):
             self._on_failure(exc)
             raise
         self._failure = None
+        self._note_written(txn.head_byte - self._head_byte + self._page_size * len(ops))
         for registration_id, reg in txn.changed.items():
             if reg is None:
                 self._regs.pop(registration_id, None)
@@ -616,6 +644,36 @@ class SqliteStorage(Storage):
                 self._legacy.pop(registration_id, None)
         self._head, self._head_byte = txn.head, txn.head_byte
         return outcomes
+
+    def _note_written(self, nbytes: int) -> None:
+        """Wake the checkpointer once about CHECKPOINT_BYTES went into the WAL."""
+        self._wal_bytes += nbytes
+        if self._wal_bytes >= CHECKPOINT_BYTES:
+            self._wal_bytes = 0
+            self._checkpoint_due.set()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database file, off the commit path.
+
+        A PASSIVE checkpoint neither waits for nor blocks the writer and the
+        readers; the writer rewinds the WAL by itself once it was copied whole.
+        A failed checkpoint (disk full) is retried on the next round; one that
+        finds the writer's own checkpoint running just skips that round.
+        """
+        conn = self._connect()
+        failing = False
+        while not self._closing:
+            self._checkpoint_due.wait(CHECKPOINT_EVERY)
+            self._checkpoint_due.clear()
+            if self._closing:
+                break
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                failing = False
+            except sqlite3.Error as exc:
+                if not failing:
+                    log.warning("could not checkpoint the embedded store's WAL: %s", exc)
+                failing = True
 
     def _on_failure(self, exc: Exception) -> None:
         if self._failure is None:
@@ -778,14 +836,16 @@ class SqliteStorage(Storage):
         )
 
     def _insert_chunk(self, txn: _Txn, events: list[bytes], now: float) -> None:
-        offsets, data = _pack(events)
+        # Each event is stored with a comma after it: a batch is then one slice of
+        # `data`, already the inside of a JSON array (see _read_range).
+        offsets, data = _pack(events, b",")
         txn.conn.execute(
             "INSERT INTO chunks (first_seq, count, first_byte, ingested_at, offsets, data) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (txn.head, len(events), txn.head_byte, now, offsets, data),
         )
         txn.head += len(events)
-        txn.head_byte += len(data)
+        txn.head_byte += len(data) - len(events)  # event bytes: commas are not counted
 
     def _collect_garbage(self, txn: _Txn) -> None:
         """Delete the chunks every active registration is past."""
@@ -873,22 +933,39 @@ class SqliteStorage(Storage):
         return await self._loop.run_in_executor(self._readers, run)
 
     @staticmethod
-    def _read_range(conn: sqlite3.Connection, start: int, end: int) -> list[bytes]:
-        rows = conn.execute(
-            "SELECT first_seq, offsets, data FROM chunks "
-            "WHERE first_seq >= "
-            "coalesce((SELECT max(first_seq) FROM chunks WHERE first_seq <= ?), 0) "
-            "AND first_seq < ? ORDER BY first_seq",
-            (start, end),
-        ).fetchall()
-        entries: list[bytes] = []
-        for first_seq, offsets_blob, data in rows:
-            offsets = decode_offsets(offsets_blob)
-            lo = max(start - first_seq, 0)
-            hi = min(end - first_seq, len(offsets) - 1)
-            view = memoryview(data)
-            entries.extend(bytes(view[offsets[i] : offsets[i + 1]]) for i in range(lo, hi))
-        return entries
+    def _read_range(conn: sqlite3.Connection, start: int, end: int) -> JoinedEntries:
+        """Events [start, end): only their bytes are read, as one slice per chunk."""
+        pieces: list[bytes] = []
+        bounds = [0]
+        conn.execute("BEGIN")  # the chunk list and the blobs from one snapshot
+        try:
+            rows = conn.execute(
+                "SELECT first_seq, offsets FROM chunks WHERE first_seq >= "
+                "coalesce((SELECT max(first_seq) FROM chunks WHERE first_seq <= ?), 0) "
+                "AND first_seq < ? ORDER BY first_seq",
+                (start, end),
+            ).fetchall()
+            for first_seq, offsets_blob in rows:
+                offsets = decode_offsets(offsets_blob)
+                lo = max(start - first_seq, 0)
+                hi = min(end - first_seq, len(offsets) - 1)
+                if lo >= hi:
+                    continue
+                with conn.blobopen("chunks", "data", first_seq, readonly=True) as blob:
+                    # Chunks written before the commas (schema 3) are event bytes only.
+                    commas = len(blob) != offsets[-1]
+                    step = 1 if commas else 0
+                    blob.seek(offsets[lo] + lo * step)
+                    piece = blob.read(offsets[hi] + hi * step - offsets[lo] - lo * step)
+                if not commas:
+                    offsets, piece = _with_commas(piece, offsets, lo, hi)
+                    lo, hi = 0, len(offsets) - 1
+                base = bounds[-1] - offsets[lo] - lo
+                bounds.extend(base + offsets[i] + i for i in range(lo + 1, hi + 1))
+                pieces.append(piece)
+        finally:
+            conn.execute("COMMIT")
+        return JoinedEntries(pieces[0] if len(pieces) == 1 else b"".join(pieces), bounds)
 
     @staticmethod
     def _byte_position(conn: sqlite3.Connection, seq: int, head: int, head_byte: int) -> int:
@@ -1315,14 +1392,26 @@ class SqliteStorage(Storage):
             return disk, None
 
 
-def _pack(events: Sequence[bytes]) -> tuple[bytes, bytes]:
-    """Events back to back, with their count + 1 boundaries."""
+def _pack(events: Sequence[bytes], separator: bytes = b"") -> tuple[bytes, bytes]:
+    """Events back to back, each followed by `separator` (one byte, or none), with their
+    count + 1 boundaries in event bytes: event i starts at offsets[i] + i * len(separator)."""
     bounds = [0]
     total = 0
     for event in events:
         total += len(event)
         bounds.append(total)
-    return encode_offsets(bounds), b"".join(events)
+    data = separator.join(events) + separator if separator else b"".join(events)
+    return encode_offsets(bounds), data
+
+
+def _with_commas(
+    piece: bytes, offsets: Sequence[int], lo: int, hi: int
+) -> tuple[array[int], bytes]:
+    """Events [lo, hi) of a chunk stored without separators, as the current format has them."""
+    base = offsets[lo]
+    events = [piece[offsets[i] - base : offsets[i + 1] - base] for i in range(lo, hi)]
+    packed_offsets, data = _pack(events, b",")
+    return decode_offsets(packed_offsets), data
 
 
 def _check_not_truncated(path: Path) -> None:
@@ -1332,6 +1421,11 @@ def _check_not_truncated(path: Path) -> None:
     much later; the header's page count is exact whenever its "valid for"
     counter matches the change counter (every write since SQLite 3.7.0).
     """
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 32:
+        # Pages may still be in the WAL only (a checkpoint cut short by a full disk
+        # writes the header first): SQLite reads them from there.
+        return
     try:
         with path.open("rb") as file:
             header = file.read(100)
