@@ -83,17 +83,23 @@ class _Wakeup:
     def __init__(self) -> None:
         self.generation = 0
         self._event = asyncio.Event()
+        self._waiting = 0
 
     def notify(self) -> None:
         self.generation += 1
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+        if self._waiting:  # else nobody holds the event: keep it (once per ingest)
+            event, self._event = self._event, asyncio.Event()
+            event.set()
 
     async def wait_past(self, generation: int, timeout: float) -> None:
         if self.generation != generation:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+        self._waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout)
+        finally:
+            self._waiting -= 1
 
 
 class Relay:

@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -49,6 +49,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _JSON = b"application/json"
+INGEST_PATH = "/api/v1/logs"
+#: Ingest bodies up to this size (no Content-Encoding) may be read whole by the
+#: server before the app is called: its fast path for single events (server.py).
+FAST_INGEST_MAX_BYTES = 64 * 1024
 _EMPTY_BATCH = b"{}"
 _MAX_REGISTRATION_BODY = 64 * 1024
 _MAX_ID_LENGTH = 200
@@ -189,19 +193,60 @@ class App:
         started = time.perf_counter()
         request = Request(scope, receive)
         try:
-            response = await self.dispatch(request)
-        except RelayError as exc:
-            response = error_response(exc)
+            response = await self._answer(request.method, request.path, self.dispatch(request))
         except ClientGone:
             return
-        except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.path)
-            response = error_response(StorageUnavailable("internal error; retry shortly"))
         await _send(send, response)
+        self._record(
+            scope.get("client"),
+            request.method,
+            request.path,
+            request.route,
+            response.status,
+            started,
+        )
+
+    async def ingest_read(
+        self, headers: Mapping[bytes, bytes], body: bytes, client: tuple[str, int] | None
+    ) -> Response:
+        """`POST /api/v1/logs` whose body the server read whole already (the fast path of
+        `server.py` for small bodies): the same checks, answer, metrics and log line."""
+        started = time.perf_counter()
+        response = await self._answer("POST", INGEST_PATH, self._ingest_read(headers, body))
+        self._record(client, "POST", INGEST_PATH, INGEST_PATH, response.status, started)
+        return response
+
+    async def _ingest_read(self, headers: Mapping[bytes, bytes], body: bytes) -> Response:
+        token = self.options.ingest_token
+        check_bearer(headers.get(b"authorization"), token, "security.ingest_token")
+        return await self.ingest_body(body, headers)
+
+    @staticmethod
+    async def _answer(method: str, path: str, call: Awaitable[Response]) -> Response:
+        """The handler's response, or the error body for what it raised."""
+        try:
+            return await call
+        except RelayError as exc:
+            return error_response(exc)
+        except ClientGone:
+            raise
+        except Exception:
+            log.exception("unexpected error on %s %s", method, path)
+            return error_response(StorageUnavailable("internal error; retry shortly"))
+
+    def _record(
+        self,
+        client: tuple[str, int] | None,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        started: float,
+    ) -> None:
         elapsed = time.perf_counter() - started
-        self.metrics.observe(request.method, request.route, elapsed)
+        self.metrics.observe(method, route, elapsed)
         if self.options.access_log:
-            _log_access(request, response.status, elapsed)
+            _log_access(client, method, path, route, status, elapsed)
 
     async def dispatch(self, request: Request) -> Response:
         if self.options.ingest_only:
@@ -248,14 +293,19 @@ class App:
         encoding = request.header(b"content-encoding")
         async with self.options.ingest_budget.hold(_memory_share(request, encoding, limit)):
             raw = await request.body(limit)
-            if len(raw) < _DECODE_ON_LOOP_BYTES:
-                events = _decode_events(raw, encoding, request.header(b"content-type"), limit)
-            else:
-                # gunzip and line splitting let the loop run meanwhile (zlib drops the GIL).
-                events = await asyncio.to_thread(
-                    _decode_events, raw, encoding, request.header(b"content-type"), limit
-                )
-            result = await self.relay.ingest(events)
+            return await self.ingest_body(raw, request.headers)
+
+    async def ingest_body(self, raw: bytes, headers: Mapping[bytes, bytes]) -> Response:
+        """Decode a whole ingest body, store its events, answer."""
+        limit = self.options.max_request_bytes
+        encoding = headers.get(b"content-encoding", b"").decode("latin-1")
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if len(raw) < _DECODE_ON_LOOP_BYTES:
+            events = _decode_events(raw, encoding, content_type, limit)
+        else:
+            # gunzip and line splitting let the loop run meanwhile (zlib drops the GIL).
+            events = await asyncio.to_thread(_decode_events, raw, encoding, content_type, limit)
+        result = await self.relay.ingest(events)
         if self.relay.options.accept == "any":
             return Response(b'{"accepted":%d}' % result.accepted)
         # Logstash drops a refused request: dead letters are answered 200, and counted here.
@@ -504,26 +554,26 @@ def _integer(query: dict[str, str], key: str, low: int, high: int | None) -> int
     return int(raw)
 
 
-def _log_access(request: Request, status: int, elapsed: float) -> None:
+def _log_access(
+    client: tuple[str, int] | None,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    elapsed: float,
+) -> None:
     """Method, path, status and duration: headers (tokens) and bodies (events) stay out."""
-    client = request.scope.get("client")
     peer = f"{client[0]}:{client[1]}" if client else "-"
     fields = {
         "client": peer,
-        "method": request.method,
-        "path": request.path,
-        "route": request.route,
+        "method": method,
+        "path": path,
+        "route": route,
         "status": status,
         "duration_ms": round(elapsed * 1000, 3),
     }
     access_log.info(
-        "%s %s %s %d %.1fms",
-        peer,
-        request.method,
-        request.path,
-        status,
-        elapsed * 1000,
-        extra={"fields": fields},
+        "%s %s %s %d %.1fms", peer, method, path, status, elapsed * 1000, extra={"fields": fields}
     )
 
 

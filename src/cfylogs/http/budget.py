@@ -41,6 +41,21 @@ class ByteBudget:
         finally:
             self._release(share)
 
+    def take_now(self, size: int) -> int | None:
+        """The share for `size` if it is free now and nobody waits (give it back with
+        `release`), else None: the caller goes the waiting way, `hold`."""
+        if self.capacity <= 0:
+            return 0
+        share = min(size, self.capacity)
+        if self._waiters or self.used + share > self.capacity:
+            return None
+        self.used += share
+        return share
+
+    def release(self, share: int) -> None:
+        if share:
+            self._release(share)
+
     async def _wait(self, share: int) -> None:
         granted = asyncio.get_running_loop().create_future()
         entry = (share, granted)

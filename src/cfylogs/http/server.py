@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from cfylogs.config import Settings
-from cfylogs.http.app import App, HttpOptions
+from cfylogs.http.app import FAST_INGEST_MAX_BYTES, INGEST_PATH, App, HttpOptions, Response
 from cfylogs.http.budget import ByteBudget
 from cfylogs.metrics import Metrics
 from cfylogs.relay import Relay, RelayOptions
@@ -64,6 +64,52 @@ def _timeout_response() -> bytes:
 _TIMEOUT_RESPONSE = _timeout_response()
 
 
+class _NoEvent:
+    """uvicorn's protocol wakes its request cycle's reader; a fast ingest has none."""
+
+    @staticmethod
+    def set() -> None:
+        pass
+
+
+class _FastIngest:
+    """A `POST /api/v1/logs` read whole by the protocol and answered without ASGI.
+
+    It stands where uvicorn keeps its request cycle, with the attributes the
+    protocol uses: the body grows by on_body, and shutdown, disconnection and
+    keep-alive work as for any request.
+    """
+
+    __slots__ = (
+        "body",
+        "disconnected",
+        "headers",
+        "keep_alive",
+        "message_event",
+        "more_body",
+        "response_complete",
+        "response_started",
+        "share",
+    )
+
+    def __init__(self, headers: dict[bytes, bytes], keep_alive: bool, share: int) -> None:
+        self.headers = headers
+        self.keep_alive = keep_alive
+        #: What it holds of the ingest memory budget.
+        self.share = share
+        self.body = b""
+        self.more_body = True
+        self.disconnected = False
+        self.response_started = False
+        self.response_complete = False
+        self.message_event = _NoEvent
+
+
+_INGEST_URL = INGEST_PATH.encode()
+#: Requests with any of these go the ASGI way (streamed, decompressed, upgraded).
+_NOT_FAST = frozenset((b"transfer-encoding", b"content-encoding", b"upgrade"))
+
+
 class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol with a deadline to receive each request whole.
 
@@ -77,6 +123,10 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     request_timeout: float = 60.0
     _request_timer: asyncio.TimerHandle | None = None
+    #: When the request being received must be whole (None between requests).
+    _request_deadline: float | None = None
+    #: The listener's app, for the fast path of small ingest requests.
+    fast_app: App | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -89,27 +139,116 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._cancel_request_timer()
+        cycle: object = self.cycle
+        if isinstance(cycle, _FastIngest) and not cycle.response_complete:
+            task = self.loop.create_task(self._answer_fast(cycle))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)  # a graceful stop waits for it
+
+    # --- the fast path: single events (Logstash `format => json`) skip ASGI
+
+    def on_headers_complete(self) -> None:
+        share = self._fast_share()
+        if share is None:
+            super().on_headers_complete()
+            return
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        self.cycle = _FastIngest(dict(self.headers), keep_alive, share)  # type: ignore[assignment]
+
+    def _fast_share(self) -> int | None:
+        """Its share of the memory budget if this request can take the fast path.
+
+        Only a plain `POST /api/v1/logs` with a small Content-Length body, when
+        no earlier request of the connection is still being answered (pipelined
+        ones queue the ASGI way) and the budget has room now (else it waits its
+        turn the ASGI way). Everything else about it is the app's ingest.
+        """
+        app = self.fast_app
+        if app is None or self.url != _INGEST_URL or self.expect_100_continue:
+            return None
+        if self.parser.get_method() != b"POST":
+            return None
+        if self.cycle is not None and not self.cycle.response_complete:
+            return None
+        length = b""
+        for name, value in self.headers:
+            if name == b"content-length":
+                length = value
+            elif name in _NOT_FAST:
+                return None
+        limit = min(FAST_INGEST_MAX_BYTES, app.options.max_request_bytes)
+        if not length.isdigit() or int(length) > limit:
+            return None
+        return app.options.ingest_budget.take_now(int(length))
+
+    async def _answer_fast(self, cycle: _FastIngest) -> None:
+        app = self.fast_app
+        assert app is not None
+        try:
+            response = await app.ingest_read(cycle.headers, cycle.body, self.client)
+        finally:
+            app.options.ingest_budget.release(cycle.share)
+        if cycle.disconnected or self.transport.is_closing():
+            return
+        keep_alive = cycle.keep_alive  # a graceful stop may have turned it off meanwhile
+        self.transport.write(
+            _http_response(response, keep_alive, self.server_state.default_headers)
+        )
+        cycle.response_started = cycle.response_complete = True
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_request_timer()
-        super().connection_lost(exc)
-
-    def _arm_request_timer(self) -> None:
-        self._cancel_request_timer()
-        self._request_timer = self.loop.call_later(self.request_timeout, self._timed_out)
-
-    def _cancel_request_timer(self) -> None:
+        self._request_deadline = None
         if self._request_timer is not None:
             self._request_timer.cancel()
             self._request_timer = None
+        super().connection_lost(exc)
+
+    def _arm_request_timer(self) -> None:
+        # One timer per connection, re-armed when it fires early: a timer made and
+        # cancelled for every request costs a good share of a single-event ingest.
+        self._request_deadline = self.loop.time() + self.request_timeout
+        if self._request_timer is None:
+            self._request_timer = self.loop.call_at(self._request_deadline, self._check_deadline)
+
+    def _cancel_request_timer(self) -> None:
+        self._request_deadline = None
+
+    def _check_deadline(self) -> None:
+        self._request_timer = None
+        deadline = self._request_deadline
+        if deadline is None:
+            return
+        if self.loop.time() < deadline:
+            self._request_timer = self.loop.call_at(deadline, self._check_deadline)
+            return
+        self._timed_out()
 
     def _timed_out(self) -> None:
-        self._request_timer = None
         if self.transport.is_closing():
             return
         if self.cycle is None or not self.cycle.response_started:
             self.transport.write(_TIMEOUT_RESPONSE)
         self.transport.close()
+
+
+def _http_response(
+    response: Response, keep_alive: bool, default_headers: list[tuple[bytes, bytes]]
+) -> bytes:
+    """The whole answer in one write (uvicorn writes the head and the body apart)."""
+    parts = [STATUS_LINE[response.status]]
+    for name, value in default_headers:  # Date
+        parts += [name, b": ", value, b"\r\n"]
+    parts += [b"content-type: ", response.content_type, b"\r\n"]
+    parts += [b"content-length: %d\r\n" % len(response.body)]
+    for name, value in response.headers:
+        parts += [name, b": ", value, b"\r\n"]
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts += [b"\r\n", response.body]
+    return b"".join(parts)
 
 
 class _TlsHttpToolsProtocol(_GuardedHttpToolsProtocol):
@@ -200,7 +339,8 @@ def build_listeners(
 def _protocol(settings: Settings, listener: Listener) -> type[HttpToolsProtocol]:
     base = _TlsHttpToolsProtocol if listener.ssl_context else _GuardedHttpToolsProtocol
     timeout = float(settings.server_request_timeout_sec)
-    return type(base.__name__, (base,), {"request_timeout": timeout})
+    attributes = {"request_timeout": timeout, "fast_app": listener.app}
+    return type(base.__name__, (base,), attributes)
 
 
 def _uvicorn_config(settings: Settings, listener: Listener) -> uvicorn.Config:

@@ -326,11 +326,17 @@ class SqliteStorage(Storage):
         self.sync = _SYNC_PRAGMA[sync]
         self._reader_count = readers
         self._regs: dict[str, _Reg] = {}
+        #: Whether any registration is active (read on every append, kept by the writer).
+        self._has_active = False
+        #: True while the writer thread runs (cheaper to read than Thread.is_alive()).
+        self._writer_running = False
         #: Adopted batches per registration, in delivery order (none for most).
         self._legacy: dict[str, tuple[_Legacy, ...]] = {}
         self._last_seen: dict[str, float] = {}
         self._head = 0
         self._head_byte = 0
+        #: The head as meta has it (appends committed alone leave it behind).
+        self._meta_head = (0, 0)
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -464,8 +470,17 @@ class SqliteStorage(Storage):
             log.info("upgraded the embedded store %s to schema %d", self.path, version + 1)
             version += 1
         self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        self._head = int(meta["head_seq"])
-        self._head_byte = int(meta["head_byte"])
+        self._meta_head = (int(meta["head_seq"]), int(meta["head_byte"]))
+        self._head, self._head_byte = self._meta_head
+        # Appends committed alone do not update meta (see _appends_alone): the last
+        # chunk tells where the head is. Meta has it right whenever no chunk is left.
+        last = conn.execute(
+            "SELECT first_seq, count, first_byte, offsets FROM chunks "
+            "ORDER BY first_seq DESC LIMIT 1"
+        ).fetchone()
+        if last is not None and last[0] + last[1] > self._head:
+            self._head = int(last[0] + last[1])
+            self._head_byte = int(last[2] + decode_offsets(last[3])[-1])
 
     def _load_mirror(self) -> None:
         cur = self._write_conn.execute(f"SELECT {', '.join(_REG_COLUMNS)} FROM registrations")
@@ -475,6 +490,7 @@ class SqliteStorage(Storage):
             values["active"] = bool(values["active"])
             reg = _Reg(**values)
             self._regs[reg.id] = reg
+        self._has_active = any(reg.active for reg in self._regs.values())
         legacy: dict[str, list[_Legacy]] = {}
         for rid, batch_id, offsets, size, ingested_at, deliveries in self._write_conn.execute(
             "SELECT registration_id, batch_id, offsets, length(data), ingested_at, deliveries "
@@ -522,13 +538,20 @@ class SqliteStorage(Storage):
     ) -> T:
         if self._closing or self._loop is None:
             raise StorageUnavailable("the relay is shutting down; retry shortly")
-        if self._thread is None or not self._thread.is_alive():
+        if not self._writer_running:
             raise StorageUnavailable("the store's writer has stopped; see the relay's log")
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(_Op(run, future, events, size, now))
         return await future
 
     def _writer_loop(self) -> None:
+        self._writer_running = True
+        try:
+            self._write_until_closed()
+        finally:
+            self._writer_running = False
+
+    def _write_until_closed(self) -> None:
         stopping = False
         while not stopping:
             if self._reclaim or time.monotonic() - self._maintained_at > MAINTENANCE_EVERY:
@@ -592,6 +615,8 @@ class SqliteStorage(Storage):
     def _transaction(
         self, ops: list[_Op]
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        if self._appends_alone(ops):
+            return self._append_alone(ops)
         txn = _Txn(self)
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         conn = self._write_conn
@@ -618,7 +643,7 @@ class SqliteStorage(Storage):
                 index += 1
             if txn.gc:
                 self._collect_garbage(txn)
-            if txn.head != self._head:
+            if (txn.head, txn.head_byte) != self._meta_head:
                 conn.executemany(
                     "UPDATE meta SET value = ? WHERE key = ?",
                     [(txn.head, "head_seq"), (txn.head_byte, "head_byte")],
@@ -637,13 +662,57 @@ class SqliteStorage(Storage):
                 self._last_seen.pop(registration_id, None)
             else:
                 self._regs[registration_id] = reg
+        if txn.changed:
+            self._has_active = any(reg.active for reg in self._regs.values())
         for registration_id, batches in txn.legacy_changed.items():
             if batches:
                 self._legacy[registration_id] = batches
             else:
                 self._legacy.pop(registration_id, None)
         self._head, self._head_byte = txn.head, txn.head_byte
+        self._meta_head = (txn.head, txn.head_byte)
         return outcomes
+
+    def _appends_alone(self, ops: list[_Op]) -> bool:
+        """Whether `ops` are appends that one INSERT stores whole, with nothing else to write.
+
+        Such a group (single-event ingest under load is made of them) needs no
+        explicit transaction: the INSERT commits itself, in one SQLite call where
+        BEGIN, INSERT, meta and COMMIT took four, each giving the GIL away and
+        waiting to get it back from the busy event loop. Not when an event cap
+        would move a backlog (that writes registrations) or the group needs two
+        chunks (they must commit together).
+        """
+        count = size = 0
+        for op in ops:
+            if op.events is None:
+                return False
+            count += len(op.events)
+            size += op.size
+        if size >= MAX_CHUNK_BYTES:
+            return False
+        max_events, max_bytes = self.limits.max_backlog_events, self.limits.max_backlog_bytes
+        for reg in tuple(self._regs.values()):
+            if reg.active and (
+                (max_events and self._head + count - reg.backlog_start > max_events)
+                or (max_bytes and self._head_byte + size - reg.start_byte > max_bytes)
+            ):
+                return False
+        return True
+
+    def _append_alone(
+        self, ops: list[_Op]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        txn = _Txn(self)
+        try:
+            results = self._append_run(txn, ops)  # its INSERT commits by itself
+        except Exception as exc:
+            self._on_failure(exc)
+            raise
+        self._failure = None
+        self._note_written(txn.head_byte - self._head_byte + self._page_size)
+        self._head, self._head_byte = txn.head, txn.head_byte
+        return [(op.future, *result) for op, result in zip(ops, results, strict=True)]
 
     def _note_written(self, nbytes: int) -> None:
         """Wake the checkpointer once about CHECKPOINT_BYTES went into the WAL."""
@@ -989,8 +1058,7 @@ class SqliteStorage(Storage):
     async def append(self, events: Sequence[bytes], now: float) -> AppendOutcome:
         if not events:
             return AppendOutcome(0, 0)
-        # tuple(): one C-level copy, so the writer thread cannot resize the dict mid-loop.
-        if not any(reg.active for reg in tuple(self._regs.values())):
+        if not self._has_active:
             # Nobody to deliver to: counted and dropped without touching the disk.
             return AppendOutcome(0, len(events))
         size = sum(map(len, events))
