@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cfylogs.errors import StorageUnavailable
-from cfylogs.storage.sqlite import SqliteStorage
+from cfylogs.storage.sqlite import DB_FILE, SqliteStorage
 
 
 async def test_a_group_failing_outside_its_transaction_is_answered_503_and_the_writer_goes_on(
@@ -35,5 +36,50 @@ async def test_a_group_failing_outside_its_transaction_is_answered_503_and_the_w
         batch = await store.fetch("r", 10, 1 << 20, 4.0)
         assert batch is not None and list(batch.entries) == [b'{"n":2}']
         assert (await store.status()).ok
+    finally:
+        await store.close()
+
+
+def _meta_head(home: Path) -> int:
+    conn = sqlite3.connect(home / DB_FILE)
+    try:
+        return int(conn.execute("SELECT value FROM meta WHERE key = 'head_seq'").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_appends_committed_alone_leave_a_head_that_reopening_and_collection_keep_right(
+    tmp_path: Path,
+) -> None:
+    """Groups of appends only commit as a lone INSERT, without updating meta's head: the
+    store reads the head back from its last chunk, and the transaction that deletes
+    every chunk (an ack) writes it to meta, so sequence numbers are never reused."""
+    home = tmp_path / "home"
+    store = SqliteStorage(home)
+    await store.open()
+    await store.register("r", None, None, 1.0)
+    await store.append([b'{"n":0}', b'{"n":1}', b'{"n":2}'], 2.0)
+    await store.close()
+    assert _meta_head(home) == 0  # the case under test: meta is behind the chunks
+
+    store = SqliteStorage(home)
+    await store.open()
+    await store.append([b'{"n":3}'], 3.0)
+    batch = await store.fetch("r", 100, 1 << 20, 3.0)
+    assert batch is not None and list(batch.entries) == [b'{"n":%d}' % i for i in range(4)]
+    assert (await store.ack("r", batch.id, 3.0)).events == 4  # every chunk goes
+    assert (await store.status()).events_stored == 0
+    await store.close()
+    assert _meta_head(home) == 4
+
+    store = SqliteStorage(home)
+    await store.open()
+    try:
+        await store.register("late", None, None, 4.0)
+        await store.append([b'{"n":4}'], 4.0)
+        for registration_id in ("r", "late"):
+            batch = await store.fetch(registration_id, 100, 1 << 20, 4.0)
+            assert batch is not None and list(batch.entries) == [b'{"n":4}']
+        assert (await store.status()).head_seq == 5
     finally:
         await store.close()
