@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from cfylogs.accept import split
@@ -233,11 +234,10 @@ class Relay:
         deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SEC)
         while True:
             generation = self._wakeup.generation
+            waiting = time.monotonic() < deadline and not self._closing
             batch = await self._named(
                 registration_id,
-                lambda: self.storage.fetch(
-                    registration_id, limit, self.options.max_batch_bytes, self.clock()
-                ),
+                partial(self._fetch_once, registration_id, limit, waiting),
             )
             if batch is not None:
                 self._count_delivery(batch)
@@ -246,6 +246,10 @@ class Relay:
             if remaining <= 0 or self._closing:
                 return None
             await self._wakeup.wait_past(generation, remaining)
+
+    async def _fetch_once(self, registration_id: str, limit: int, waiting: bool) -> Batch | None:
+        max_bytes = self.options.max_batch_bytes
+        return await self.storage.fetch(registration_id, limit, max_bytes, self.clock(), waiting)
 
     async def ack(self, registration_id: str, batch_id: int) -> AckResult:
         result = await self._named(

@@ -218,3 +218,53 @@ async def test_events_are_kept_exactly_as_posted(store: Storage) -> None:
     await store.append(odd, NOW)
     batch = await store.fetch(r, 10, BIG, NOW)
     assert batch is not None and list(batch.entries) == odd
+
+
+async def test_a_waiting_fetch_gets_the_next_events_as_one_first_delivery(store: Storage) -> None:
+    """`waiting=True` (a long poll): whether the store cuts the batch when the events
+    arrive (SQLite) or on the fetch that follows (PostgreSQL), the consumer sees the
+    same thing: the batch once, as a first delivery, then the usual ack and re-delivery."""
+    r = await reg(store)
+    assert await store.fetch(r, 10, BIG, NOW, waiting=True) is None
+    await store.append([ev(1), ev(2)], NOW)
+    await store.append([ev(3)], NOW)
+    first = await store.fetch(r, 10, BIG, NOW, waiting=True)
+    assert first is not None and first.deliveries == 1 and first.id == 0
+    assert list(first.entries)[:2] == [ev(1), ev(2)]
+    again = await store.fetch(r, 10, BIG, NOW)
+    assert again is not None and (again.id, list(again.entries)) == (0, list(first.entries))
+    assert again.deliveries == 2
+    assert (await store.ack(r, 0, NOW)).acknowledged
+    rest = await store.fetch(r, 10, BIG, NOW, waiting=True)
+    if rest is not None:  # SQLite cut [1, 2] as they came, PostgreSQL [1, 2, 3] when asked
+        assert (rest.id, rest.deliveries) == (1, 1)
+    assert list(first.entries) + list(rest.entries if rest else []) == [ev(1), ev(2), ev(3)]
+
+
+async def test_a_long_poll_that_ended_leaves_no_batch_cut_behind(store: Storage) -> None:
+    """After a waiting fetch, a non-waiting one (the poll's end) withdraws it: events that
+    arrive later are not cut for nobody, so an ack of the next id is still a 409."""
+    r = await reg(store)
+    assert await store.fetch(r, 10, BIG, NOW, waiting=True) is None
+    assert await store.fetch(r, 10, BIG, NOW) is None  # the poll timed out
+    await store.append([ev(1)], NOW)
+    with pytest.raises(BatchNotDelivered):
+        await store.ack(r, 0, NOW)
+    batch = await store.fetch(r, 10, BIG, NOW)
+    assert batch is not None and (batch.id, batch.deliveries) == (0, 1)
+
+
+async def test_a_batch_cut_for_a_waiting_fetch_follows_acks_and_unregistering(
+    store: Storage,
+) -> None:
+    r = await reg(store)
+    assert await store.fetch(r, 10, BIG, NOW, waiting=True) is None
+    await store.append([ev(1)], NOW)
+    await store.unregister(r)
+    with pytest.raises(RegistrationNotFound):
+        await store.fetch(r, 10, BIG, NOW, waiting=True)
+    r2 = await reg(store, "again")
+    assert await store.fetch(r2, 10, BIG, NOW, waiting=True) is None
+    await store.append([ev(2)], NOW)
+    batch = await store.fetch(r2, 10, BIG, NOW, waiting=True)
+    assert batch is not None and list(batch.entries) == [ev(2)]

@@ -129,10 +129,18 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def fetch(
-        self, registration_id: str, max_entries: int, max_bytes: int, now: float
+        self,
+        registration_id: str,
+        max_entries: int,
+        max_bytes: int,
+        now: float,
+        waiting: bool = False,
     ) -> Batch | None:
         """Return the pending batch (counting one more delivery), else cut a new one
         of at most `max_entries` events (and `max_bytes`, but never empty), else None.
+
+        `waiting`: on None the caller waits for new events (a long poll) and asks
+        again; a store may cut the batch for it as those events arrive.
 
         Renews the registration's lease. Raises `RegistrationNotFound`, or
         `RegistrationExpired` for a registration whose lease ran out.

@@ -601,7 +601,12 @@ class PostgresStorage(Storage):
             await _lazy_commit(conn)
 
     async def fetch(
-        self, registration_id: str, max_entries: int, max_bytes: int, now: float
+        self,
+        registration_id: str,
+        max_entries: int,
+        max_bytes: int,
+        now: float,
+        waiting: bool = False,  # the relay's wake-up (NOTIFY) serves long polls here
     ) -> Batch | None:
         async with self._transaction() as conn:
             reg, has_adopted = await self._lock_registration(conn, registration_id, now)

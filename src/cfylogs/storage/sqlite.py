@@ -92,6 +92,8 @@ VACUUM_SLICE_BYTES = 64 * 1024**2
 CHECKPOINT_BYTES = 1024**2
 #: ...and at least this often (s) while anything was written since.
 CHECKPOINT_EVERY = 1.0
+#: A batch cut ahead for a waiting consumer holds at most this much (it waits in memory).
+READY_MAX_BYTES = 1024**2
 #: A registration losing events to its backlog cap is reported at most this often (s).
 DROP_WARN_EVERY = 60.0
 #: Free space is measured for every commit unless it was measured this recently (s)
@@ -326,6 +328,10 @@ class SqliteStorage(Storage):
         self.sync = _SYNC_PRAGMA[sync]
         self._reader_count = readers
         self._regs: dict[str, _Reg] = {}
+        #: Long polls waiting for events: (max entries, max bytes) per registration...
+        self._wanted: dict[str, tuple[int, int]] = {}
+        #: ...and the batches cut for them by the append that brought events.
+        self._ready: dict[str, Batch] = {}
         #: Whether any registration is active (read on every append, kept by the writer).
         self._has_active = False
         #: True while the writer thread runs (cheaper to read than Thread.is_alive()).
@@ -641,6 +647,7 @@ class SqliteStorage(Storage):
                 except RelayError as exc:  # a refusal: the operation wrote nothing
                     outcomes.append((op.future, None, exc))
                 index += 1
+            ready = self._cut_for_waiting(txn) if self._wanted and txn.head != self._head else {}
             if txn.gc:
                 self._collect_garbage(txn)
             if (txn.head, txn.head_byte) != self._meta_head:
@@ -657,11 +664,17 @@ class SqliteStorage(Storage):
         self._failure = None
         self._note_written(txn.head_byte - self._head_byte + self._page_size * len(ops))
         for registration_id, reg in txn.changed.items():
+            if reg is None or not reg.active:
+                self._wanted.pop(registration_id, None)
+                self._ready.pop(registration_id, None)
             if reg is None:
                 self._regs.pop(registration_id, None)
                 self._last_seen.pop(registration_id, None)
             else:
                 self._regs[registration_id] = reg
+        for registration_id in ready:  # after the mirror: _take_ready checks against it
+            self._wanted.pop(registration_id, None)
+        self._ready.update(ready)
         if txn.changed:
             self._has_active = any(reg.active for reg in self._regs.values())
         for registration_id, batches in txn.legacy_changed.items():
@@ -689,7 +702,7 @@ class SqliteStorage(Storage):
                 return False
             count += len(op.events)
             size += op.size
-        if size >= MAX_CHUNK_BYTES:
+        if size >= MAX_CHUNK_BYTES or self._wanted:  # long polls: see _cut_for_waiting
             return False
         max_events, max_bytes = self.limits.max_backlog_events, self.limits.max_backlog_bytes
         for reg in tuple(self._regs.values()):
@@ -1003,37 +1016,43 @@ class SqliteStorage(Storage):
 
     @staticmethod
     def _read_range(conn: sqlite3.Connection, start: int, end: int) -> JoinedEntries:
-        """Events [start, end): only their bytes are read, as one slice per chunk."""
-        pieces: list[bytes] = []
-        bounds = [0]
+        """Events [start, end), on a reader connection."""
         conn.execute("BEGIN")  # the chunk list and the blobs from one snapshot
         try:
-            rows = conn.execute(
-                "SELECT first_seq, offsets FROM chunks WHERE first_seq >= "
-                "coalesce((SELECT max(first_seq) FROM chunks WHERE first_seq <= ?), 0) "
-                "AND first_seq < ? ORDER BY first_seq",
-                (start, end),
-            ).fetchall()
-            for first_seq, offsets_blob in rows:
-                offsets = decode_offsets(offsets_blob)
-                lo = max(start - first_seq, 0)
-                hi = min(end - first_seq, len(offsets) - 1)
-                if lo >= hi:
-                    continue
-                with conn.blobopen("chunks", "data", first_seq, readonly=True) as blob:
-                    # Chunks written before the commas (schema 3) are event bytes only.
-                    commas = len(blob) != offsets[-1]
-                    step = 1 if commas else 0
-                    blob.seek(offsets[lo] + lo * step)
-                    piece = blob.read(offsets[hi] + hi * step - offsets[lo] - lo * step)
-                if not commas:
-                    offsets, piece = _with_commas(piece, offsets, lo, hi)
-                    lo, hi = 0, len(offsets) - 1
-                base = bounds[-1] - offsets[lo] - lo
-                bounds.extend(base + offsets[i] + i for i in range(lo + 1, hi + 1))
-                pieces.append(piece)
+            return SqliteStorage._read_chunks(conn, start, end)
         finally:
             conn.execute("COMMIT")
+
+    @staticmethod
+    def _read_chunks(conn: sqlite3.Connection, start: int, end: int) -> JoinedEntries:
+        """Events [start, end), within the caller's transaction: only their bytes are
+        read, as one slice per chunk."""
+        pieces: list[bytes] = []
+        bounds = [0]
+        rows = conn.execute(
+            "SELECT first_seq, offsets FROM chunks WHERE first_seq >= "
+            "coalesce((SELECT max(first_seq) FROM chunks WHERE first_seq <= ?), 0) "
+            "AND first_seq < ? ORDER BY first_seq",
+            (start, end),
+        ).fetchall()
+        for first_seq, offsets_blob in rows:
+            offsets = decode_offsets(offsets_blob)
+            lo = max(start - first_seq, 0)
+            hi = min(end - first_seq, len(offsets) - 1)
+            if lo >= hi:
+                continue
+            with conn.blobopen("chunks", "data", first_seq, readonly=True) as blob:
+                # Chunks written before the commas (schema 3) are event bytes only.
+                commas = len(blob) != offsets[-1]
+                step = 1 if commas else 0
+                blob.seek(offsets[lo] + lo * step)
+                piece = blob.read(offsets[hi] + hi * step - offsets[lo] - lo * step)
+            if not commas:
+                offsets, piece = _with_commas(piece, offsets, lo, hi)
+                lo, hi = 0, len(offsets) - 1
+            base = bounds[-1] - offsets[lo] - lo
+            bounds.extend(base + offsets[i] + i for i in range(lo + 1, hi + 1))
+            pieces.append(piece)
         return JoinedEntries(pieces[0] if len(pieces) == 1 else b"".join(pieces), bounds)
 
     @staticmethod
@@ -1125,48 +1144,57 @@ class SqliteStorage(Storage):
         self._last_seen[registration_id] = now
 
     async def fetch(
-        self, registration_id: str, max_entries: int, max_bytes: int, now: float
+        self,
+        registration_id: str,
+        max_entries: int,
+        max_bytes: int,
+        now: float,
+        waiting: bool = False,
     ) -> Batch | None:
         reg = self._lookup(registration_id)
         self._last_seen[registration_id] = now
+        if not waiting:  # the long poll, if any, is over: cut nothing more for it
+            self._wanted.pop(registration_id, None)
+        ready = self._take_ready(registration_id, reg)
+        if ready is not None:
+            return ready
         if (
             reg.pending_start is None
             and reg.cursor >= self._head
             and registration_id not in self._legacy
         ):
+            if waiting:
+                self._wanted[registration_id] = (max_entries, max_bytes)
             return None
 
-        def run(txn: _Txn) -> tuple[int, int, int, int, bool] | None:
+        def run(txn: _Txn) -> tuple[int, int, int, int, bool] | Batch | None:
             reg = txn.active_reg(registration_id)
             if txn.legacy(registration_id):
                 return self._hand_out_legacy(txn, reg)
+            ready = self._take_ready(registration_id, reg)
+            if ready is not None:
+                return ready
             if reg.pending_start is not None:
                 reg = dataclasses.replace(
                     reg,
                     pending_deliveries=reg.pending_deliveries + 1,
                     redeliveries=reg.redeliveries + 1,
                 )
+                txn.put(reg)
             elif reg.cursor < txn.head:
-                end = min(reg.cursor + max_entries, txn.head)
-                end = self._limit_bytes(txn, reg.cursor, end, max_bytes)
-                reg = dataclasses.replace(
-                    reg,
-                    pending_start=reg.cursor,
-                    cursor=end,
-                    next_batch_id=reg.next_batch_id + 1,
-                    pending_deliveries=1,
-                )
+                reg = self._cut_new(txn, reg, max_entries, max_bytes)
             else:
+                if waiting:
+                    self._wanted[registration_id] = (max_entries, max_bytes)
                 return None
-            txn.put(reg)
             assert reg.pending_start is not None
             cut = reg.next_batch_id - 1, reg.pending_start, reg.cursor, reg.pending_deliveries
             return (*cut, False)
 
         for _attempt in range(3):
             cut = await self._submit(run)
-            if cut is None:
-                return None
+            if cut is None or isinstance(cut, Batch):
+                return cut
             batch_id, start, end, deliveries, legacy = cut
             read = (
                 partial(self._read_legacy, registration_id=registration_id, batch_id=batch_id)
@@ -1178,6 +1206,51 @@ class SqliteStorage(Storage):
                 return Batch(registration_id, batch_id, entries, deliveries)
             # The batch was acknowledged (and collected) between the cut and the read.
         raise StorageUnavailable("the pending batch changed while it was read; retry")
+
+    def _cut_new(self, txn: _Txn, reg: _Reg, max_entries: int, max_bytes: int) -> _Reg:
+        """A new pending batch from the registration's cursor (it has events past it)."""
+        end = min(reg.cursor + max_entries, txn.head)
+        end = self._limit_bytes(txn, reg.cursor, end, max_bytes)
+        reg = dataclasses.replace(
+            reg,
+            pending_start=reg.cursor,
+            cursor=end,
+            next_batch_id=reg.next_batch_id + 1,
+            pending_deliveries=1,
+        )
+        txn.put(reg)
+        return reg
+
+    def _take_ready(self, registration_id: str, reg: _Reg) -> Batch | None:
+        """The batch cut ahead for a waiting consumer, if it is still the pending one
+        (`reg` as of now: the mirror on the loop, the transaction's in the writer)."""
+        batch = self._ready.pop(registration_id, None)
+        if batch is None or reg.pending_start is None or reg.pending_id != batch.id:
+            return None  # none, or acknowledged or dropped by a cap meanwhile
+        return batch
+
+    def _cut_for_waiting(self, txn: _Txn) -> dict[str, Batch]:
+        """Cut, in the transaction that appended events, a batch for each consumer
+        waiting in a long poll (see `fetch(waiting=True)`), entries read right here.
+
+        Its request then finds the batch ready when the append's wake-up reaches it:
+        no second commit, no trip through the writer and a reader. The batch is
+        committed as handed out once (deliveries 1) like any fetched batch; if the
+        consumer went away it is simply the pending batch it gets next time.
+        """
+        ready: dict[str, Batch] = {}
+        for registration_id, (max_entries, max_bytes) in tuple(self._wanted.items()):
+            reg = txn.reg(registration_id)
+            if reg is None or not reg.active or txn.legacy(registration_id):
+                self._wanted.pop(registration_id, None)
+                continue
+            if reg.pending_start is not None or reg.cursor >= txn.head:
+                continue
+            reg = self._cut_new(txn, reg, max_entries, min(max_bytes, READY_MAX_BYTES))
+            assert reg.pending_start is not None
+            entries = self._read_chunks(txn.conn, reg.pending_start, reg.cursor)
+            ready[registration_id] = Batch(registration_id, reg.next_batch_id - 1, entries, 1)
+        return ready
 
     @staticmethod
     def _hand_out_legacy(txn: _Txn, reg: _Reg) -> tuple[int, int, int, int, bool]:
