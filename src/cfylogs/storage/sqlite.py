@@ -92,7 +92,8 @@ VACUUM_SLICE_BYTES = 64 * 1024**2
 CHECKPOINT_BYTES = 1024**2
 #: ...and at least this often (s) while anything was written since.
 CHECKPOINT_EVERY = 1.0
-#: A batch cut ahead for a waiting consumer holds at most this much (it waits in memory).
+#: A batch up to this size is read by the writer in the transaction that cuts it (a
+#: larger one by a reader, off the writer); one cut ahead for a waiting consumer too.
 READY_MAX_BYTES = 1024**2
 #: A registration losing events to its backlog cap is reported at most this often (s).
 DROP_WARN_EVERY = 60.0
@@ -1188,8 +1189,12 @@ class SqliteStorage(Storage):
                     self._wanted[registration_id] = (max_entries, max_bytes)
                 return None
             assert reg.pending_start is not None
-            cut = reg.next_batch_id - 1, reg.pending_start, reg.cursor, reg.pending_deliveries
-            return (*cut, False)
+            batch_id, start, end = reg.next_batch_id - 1, reg.pending_start, reg.cursor
+            if self._span_bytes(txn, start, end) <= READY_MAX_BYTES:
+                # Read here, in the transaction: no trip to a reader and back.
+                entries = self._read_chunks(txn.conn, start, end)
+                return Batch(registration_id, batch_id, entries, reg.pending_deliveries)
+            return batch_id, start, end, reg.pending_deliveries, False
 
         for _attempt in range(3):
             cut = await self._submit(run)
@@ -1220,6 +1225,12 @@ class SqliteStorage(Storage):
         )
         txn.put(reg)
         return reg
+
+    def _span_bytes(self, txn: _Txn, start: int, end: int) -> int:
+        position = self._byte_position
+        return position(txn.conn, end, txn.head, txn.head_byte) - position(
+            txn.conn, start, txn.head, txn.head_byte
+        )
 
     def _take_ready(self, registration_id: str, reg: _Reg) -> Batch | None:
         """The batch cut ahead for a waiting consumer, if it is still the pending one
