@@ -9,6 +9,7 @@ re-serialised on the hot path.
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import msgspec
@@ -135,6 +136,7 @@ def _first_non_space(body: bytes) -> int:
     return len(body) - len(body.lstrip(_WHITESPACE))
 
 
+@functools.lru_cache(maxsize=64)  # a relay sees a handful of distinct Content-Types
 def _is_ndjson_type(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media in ("application/x-ndjson", "application/ndjson", "application/jsonl")

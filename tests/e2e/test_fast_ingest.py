@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import time
 
 from tests.conftest import ServerFactory
 from tests.support import Api, ServerProcess, cloudify_log
@@ -115,3 +116,20 @@ def test_a_wrong_token_is_refused_the_same_way_on_both_paths(
     assert fast_body == asgi_body and json.loads(fast_body)["error"]["code"] == 401
     assert fast_headers[b"content-type"] == b"application/json"
     assert json.loads(accepted[2]) == {"accepted": 1}
+
+
+def test_keep_alive_closes_idle_connections_only(server_factory: ServerFactory) -> None:
+    """One keep-alive timer per connection, pushed back by each request: a connection
+    busy for longer than the timeout stays open, an idle one is closed after it."""
+    server = server_factory({"server": {"keep_alive_sec": 1}}).start()
+    with _connect(server) as sock:
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:  # requests 0.3 s apart, 2.5 s in all
+            sock.sendall(_post(cloudify_log()))
+            [(status, _, _)] = _read_answers(sock, 1)
+            assert status.endswith(b"200 OK")
+            time.sleep(0.3)  # the workload's own pace, not a synchronisation
+        idle_since = time.monotonic()
+        sock.settimeout(10)
+        assert _closed(sock)
+        assert 0.5 < time.monotonic() - idle_since < 5

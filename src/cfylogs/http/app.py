@@ -141,6 +141,14 @@ class Response:
         self.content_type = content_type
 
 
+def _failed(exc: Exception, method: str, path: str) -> Response:
+    """The error body for what a handler raised (logged when it is not a refusal)."""
+    if isinstance(exc, RelayError):
+        return error_response(exc)
+    log.exception("unexpected error on %s %s", method, path, exc_info=exc)
+    return error_response(StorageUnavailable("internal error; retry shortly"))
+
+
 def json_response(data: Any, status: int = 200) -> Response:
     return Response(_encode(data), status)
 
@@ -193,9 +201,11 @@ class App:
         started = time.perf_counter()
         request = Request(scope, receive)
         try:
-            response = await self._answer(request.method, request.path, self.dispatch(request))
+            response = await self.dispatch(request)
         except ClientGone:
             return
+        except Exception as exc:
+            response = _failed(exc, request.method, request.path)
         await _send(send, response)
         self._record(
             scope.get("client"),
@@ -212,27 +222,14 @@ class App:
         """`POST /api/v1/logs` whose body the server read whole already (the fast path of
         `server.py` for small bodies): the same checks, answer, metrics and log line."""
         started = time.perf_counter()
-        response = await self._answer("POST", INGEST_PATH, self._ingest_read(headers, body))
+        try:
+            token = self.options.ingest_token
+            check_bearer(headers.get(b"authorization"), token, "security.ingest_token")
+            response = await self.ingest_body(body, headers)
+        except Exception as exc:
+            response = _failed(exc, "POST", INGEST_PATH)
         self._record(client, "POST", INGEST_PATH, INGEST_PATH, response.status, started)
         return response
-
-    async def _ingest_read(self, headers: Mapping[bytes, bytes], body: bytes) -> Response:
-        token = self.options.ingest_token
-        check_bearer(headers.get(b"authorization"), token, "security.ingest_token")
-        return await self.ingest_body(body, headers)
-
-    @staticmethod
-    async def _answer(method: str, path: str, call: Awaitable[Response]) -> Response:
-        """The handler's response, or the error body for what it raised."""
-        try:
-            return await call
-        except RelayError as exc:
-            return error_response(exc)
-        except ClientGone:
-            raise
-        except Exception:
-            log.exception("unexpected error on %s %s", method, path)
-            return error_response(StorageUnavailable("internal error; retry shortly"))
 
     def _record(
         self,

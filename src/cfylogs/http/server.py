@@ -14,7 +14,7 @@ import logging
 import signal
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -122,23 +122,22 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     """
 
     request_timeout: float = 60.0
-    _request_timer: asyncio.TimerHandle | None = None
-    #: When the request being received must be whole (None between requests).
-    _request_deadline: float | None = None
     #: The listener's app, for the fast path of small ingest requests.
     fast_app: App | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_request_timer()
+        self._request_deadline = _Deadline(self.loop, self._timed_out)
+        self._idle_deadline = _Deadline(self.loop, self.timeout_keep_alive_handler)
+        self._request_deadline.arm(self.request_timeout)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm_request_timer()
+        self._request_deadline.arm(self.request_timeout)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._cancel_request_timer()
+        self._request_deadline.disarm()
         cycle: object = self.cycle
         if isinstance(cycle, _FastIngest) and not cycle.response_complete:
             task = self.loop.create_task(self._answer_fast(cycle))
@@ -200,31 +199,26 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._request_deadline = None
-        if self._request_timer is not None:
-            self._request_timer.cancel()
-            self._request_timer = None
+        self._request_deadline.close()
+        self._idle_deadline.close()
         super().connection_lost(exc)
 
-    def _arm_request_timer(self) -> None:
-        # One timer per connection, re-armed when it fires early: a timer made and
-        # cancelled for every request costs a good share of a single-event ingest.
-        self._request_deadline = self.loop.time() + self.request_timeout
-        if self._request_timer is None:
-            self._request_timer = self.loop.call_at(self._request_deadline, self._check_deadline)
+    # uvicorn's keep-alive, with its timer kept across requests (see _Deadline)
 
-    def _cancel_request_timer(self) -> None:
-        self._request_deadline = None
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_deadline.disarm()
+        self.flow.resume_reading()
+        if self.pipeline:  # requests that came pipelined behind this one
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_deadline.arm(self.timeout_keep_alive)
 
-    def _check_deadline(self) -> None:
-        self._request_timer = None
-        deadline = self._request_deadline
-        if deadline is None:
-            return
-        if self.loop.time() < deadline:
-            self._request_timer = self.loop.call_at(deadline, self._check_deadline)
-            return
-        self._timed_out()
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_deadline.disarm()
 
     def _timed_out(self) -> None:
         if self.transport.is_closing():
@@ -232,6 +226,46 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is None or not self.cycle.response_started:
             self.transport.write(_TIMEOUT_RESPONSE)
         self.transport.close()
+
+
+class _Deadline:
+    """A deadline that requests push back: one timer, moved when it fires early.
+
+    A timer made and cancelled for every request (uvicorn's keep-alive, our
+    request timeout) is a good share of the cost of a single-event ingest.
+    """
+
+    __slots__ = ("_at", "_handle", "_loop", "_on_expiry")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_expiry: Callable[[], None]) -> None:
+        self._loop = loop
+        self._on_expiry = on_expiry
+        self._at: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self, delay: float) -> None:
+        self._at = self._loop.time() + delay
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._at, self._fire)
+
+    def disarm(self) -> None:
+        self._at = None
+
+    def close(self) -> None:
+        self._at = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self._at is None:
+            return
+        if self._loop.time() < self._at:
+            self._handle = self._loop.call_at(self._at, self._fire)
+            return
+        self._at = None
+        self._on_expiry()
 
 
 def _http_response(
