@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -132,8 +133,19 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._request_deadline.arm(self.request_timeout)
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn's, less the ASGI scope: made in on_headers_complete, and only for the
+        # requests that go the ASGI way (not the fast path's single events).
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._request_deadline.arm(self.request_timeout)
+
+    def _start_scope(self) -> None:
+        """uvicorn's scope for this request (its on_message_begin, keeping what was read)."""
+        url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect_100_continue
+        self.scope["headers"] = headers
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -149,6 +161,7 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         share = self._fast_share()
         if share is None:
+            self._start_scope()
             super().on_headers_complete()
             return
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
@@ -268,13 +281,17 @@ class _Deadline:
         self._on_expiry()
 
 
+@functools.lru_cache(maxsize=8)
+def _default_head(default_headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """uvicorn's default headers (Date), rendered once per second."""
+    return b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
+
+
 def _http_response(
     response: Response, keep_alive: bool, default_headers: list[tuple[bytes, bytes]]
 ) -> bytes:
     """The whole answer in one write (uvicorn writes the head and the body apart)."""
-    parts = [STATUS_LINE[response.status]]
-    for name, value in default_headers:  # Date
-        parts += [name, b": ", value, b"\r\n"]
+    parts = [STATUS_LINE[response.status], _default_head(tuple(default_headers))]
     parts += [b"content-type: ", response.content_type, b"\r\n"]
     parts += [b"content-length: %d\r\n" % len(response.body)]
     for name, value in response.headers:
@@ -300,8 +317,8 @@ class _TlsHttpToolsProtocol(_GuardedHttpToolsProtocol):
         subject = peer_subject(transport.get_extra_info("ssl_object"))
         self._tls = {"client_subject": subject, "client_cert_name": subject}
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
+    def _start_scope(self) -> None:
+        super()._start_scope()
         if self._tls is not None:
             self.scope["extensions"] = {"tls": self._tls}
 
