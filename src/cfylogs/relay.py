@@ -234,7 +234,10 @@ class Relay:
         deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SEC)
         while True:
             generation = self._wakeup.generation
-            waiting = time.monotonic() < deadline and not self._closing
+            remaining = deadline - time.monotonic()
+            # The last fetch of a long poll says it no longer waits (the store may
+            # have been preparing a batch for it): a poll always ends with one.
+            waiting = remaining > 0 and not self._closing
             batch = await self._named(
                 registration_id,
                 partial(self._fetch_once, registration_id, limit, waiting),
@@ -242,8 +245,7 @@ class Relay:
             if batch is not None:
                 self._count_delivery(batch)
                 return batch
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closing:
+            if not waiting:
                 return None
             await self._wakeup.wait_past(generation, remaining)
 

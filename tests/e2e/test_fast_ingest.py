@@ -133,3 +133,27 @@ def test_keep_alive_closes_idle_connections_only(server_factory: ServerFactory) 
         sock.settimeout(10)
         assert _closed(sock)
         assert 0.5 < time.monotonic() - idle_since < 5
+
+
+def test_requests_abandoned_mid_body_give_their_memory_share_back(
+    server_factory: ServerFactory,
+) -> None:
+    """A small ingest takes its share of server.max_ingest_bytes_in_flight when its
+    headers arrive; clients that disconnect (or time out) before the body is whole
+    must not keep it, or every later ingest would wait for ever."""
+    budget = 200_000
+    server = server_factory(
+        {"server": {"max_ingest_bytes_in_flight": budget, "request_timeout_sec": 1}}
+    ).start()
+    declared = 60_000  # four of these leaked would be more than the whole budget
+    for _ in range(4):
+        with _connect(server) as sock:
+            sock.sendall(_post(b"{" + b" " * declared + b"}")[: -declared // 2])
+    with _connect(server) as sock:  # and one that stalls until the request timeout
+        sock.sendall(_post(b"{" + b" " * declared + b"}")[: -declared // 2])
+        sock.settimeout(10)
+        assert b" 408 " in sock.recv(65536)
+    with server.client(timeout=10) as client:
+        for body in (cloudify_log(), json.dumps([{"n": i} for i in range(10_000)]).encode()):
+            response = client.post("/api/v1/logs", content=body)
+            assert response.status_code == 200, response.text

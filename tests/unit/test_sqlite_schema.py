@@ -36,7 +36,7 @@ async def test_a_schema_1_store_is_upgraded_and_keeps_its_registrations(tmp_path
     conn = sqlite3.connect(home / DB_FILE)
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
     conn.close()
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
 
 
 async def test_chunks_stored_without_separators_read_back_beside_new_ones(tmp_path: Path) -> None:

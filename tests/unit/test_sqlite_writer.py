@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cfylogs.errors import StorageUnavailable
+from cfylogs.errors import BatchNotDelivered, StorageUnavailable
 from cfylogs.storage.sqlite import DB_FILE, SqliteStorage
 
 
@@ -81,5 +83,43 @@ async def test_appends_committed_alone_leave_a_head_that_reopening_and_collectio
             batch = await store.fetch(registration_id, 100, 1 << 20, 4.0)
             assert batch is not None and list(batch.entries) == [b'{"n":4}']
         assert (await store.status()).head_seq == 5
+    finally:
+        await store.close()
+
+
+async def test_a_long_poll_answered_without_a_batch_cut_ahead_leaves_nothing_to_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll may register while an append it cannot profit from is committing (appends
+    alone cut nothing ahead); its next fetch cuts the batch the usual way. That must end
+    its wish too: otherwise the following append cuts a batch nobody asked for, and an
+    ack of that id, never handed out, would be taken instead of refused (409)."""
+    store = SqliteStorage(tmp_path / "home")
+    await store.open()
+    try:
+        await store.register("r", None, None, 1.0)
+        entered, go = threading.Event(), threading.Event()
+        append_alone = store._append_alone
+
+        def held(ops: Any) -> Any:
+            entered.set()
+            go.wait(10)
+            return append_alone(ops)
+
+        monkeypatch.setattr(store, "_append_alone", held)
+        appending = asyncio.create_task(store.append([b'{"n":0}'], 2.0))
+        assert await asyncio.to_thread(entered.wait, 10)
+        assert await store.fetch("r", 10, 1 << 20, 2.0, waiting=True) is None
+        go.set()
+        await appending
+        monkeypatch.setattr(store, "_append_alone", append_alone)
+        batch = await store.fetch("r", 10, 1 << 20, 2.0, waiting=True)
+        assert batch is not None and list(batch.entries) == [b'{"n":0}']
+        assert (await store.ack("r", batch.id, 2.0)).acknowledged
+        await store.append([b'{"n":1}'], 3.0)
+        with pytest.raises(BatchNotDelivered):
+            await store.ack("r", batch.id + 1, 3.0)
+        following = await store.fetch("r", 10, 1 << 20, 3.0)
+        assert following is not None and (following.id, following.deliveries) == (1, 1)
     finally:
         await store.close()

@@ -216,6 +216,18 @@ class App:
             started,
         )
 
+    def ingest_allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether an ingest request with these (lower-case) headers passes the token."""
+        token = self.options.ingest_token
+        if token is None:
+            return True
+        authorization = next((v for n, v in headers if n == b"authorization"), None)
+        try:
+            check_bearer(authorization, token, "security.ingest_token")
+        except RelayError:
+            return False
+        return True
+
     async def ingest_read(
         self, headers: Mapping[bytes, bytes], body: bytes, client: tuple[str, int] | None
     ) -> Response:

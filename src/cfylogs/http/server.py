@@ -189,8 +189,8 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
             elif name in _NOT_FAST:
                 return None
         limit = min(FAST_INGEST_MAX_BYTES, app.options.max_request_bytes)
-        if not length.isdigit() or int(length) > limit:
-            return None
+        if not length.isdigit() or int(length) > limit or not app.ingest_allowed(self.headers):
+            return None  # a refused token is answered the ASGI way, before any budget
         return app.options.ingest_budget.take_now(int(length))
 
     async def _answer_fast(self, cycle: _FastIngest) -> None:
@@ -200,12 +200,15 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
             response = await app.ingest_read(cycle.headers, cycle.body, self.client)
         finally:
             app.options.ingest_budget.release(cycle.share)
+            cycle.share = 0
         if cycle.disconnected or self.transport.is_closing():
             return
         keep_alive = cycle.keep_alive  # a graceful stop may have turned it off meanwhile
         self.transport.write(
             _http_response(response, keep_alive, self.server_state.default_headers)
         )
+        if self.flow.write_paused:  # a client that does not read: stop reading it too
+            await self.flow.drain()
         cycle.response_started = cycle.response_complete = True
         if not keep_alive:
             self.transport.close()
@@ -214,6 +217,11 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._request_deadline.close()
         self._idle_deadline.close()
+        cycle: object = self.cycle
+        if isinstance(cycle, _FastIngest) and cycle.more_body and self.fast_app is not None:
+            # Gone (or timed out) before its body was whole: no task will give it back.
+            self.fast_app.options.ingest_budget.release(cycle.share)
+            cycle.share = 0
         super().connection_lost(exc)
 
     # uvicorn's keep-alive, with its timer kept across requests (see _Deadline)

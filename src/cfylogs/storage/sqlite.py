@@ -77,7 +77,7 @@ T = TypeVar("T")
 DB_FILE = "cfylogs.sqlite3"
 LOCK_FILE = "cfylogs.lock"
 RESERVE_FILE = "cfylogs.reserve"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Appends coalesced into one chunk stop growing it past this size.
 MAX_CHUNK_BYTES = 32 * 1024**2
 #: One transaction takes at most this much event data before committing.
@@ -155,7 +155,9 @@ CREATE TABLE dead_letters (
 );
 """
 #: What turns a store of schema version N into N + 1 (run at open, in one transaction).
-_MIGRATIONS = {1: _LEGACY_SCHEMA, 2: _DEAD_LETTERS_SCHEMA}
+#: 3 -> 4 changes no table: chunks written from 4 on hold a comma after each event and
+#: meta's head may lag the last chunk, which releases before 4 would misread.
+_MIGRATIONS = {1: _LEGACY_SCHEMA, 2: _DEAD_LETTERS_SCHEMA, 3: ""}
 
 
 def encode_offsets(values: Sequence[int]) -> bytes:
@@ -335,7 +337,7 @@ class SqliteStorage(Storage):
         self._ready: dict[str, Batch] = {}
         #: Whether any registration is active (read on every append, kept by the writer).
         self._has_active = False
-        #: True while the writer thread runs (cheaper to read than Thread.is_alive()).
+        #: While the writer thread runs (cheaper to read than Thread.is_alive()).
         self._writer_running = False
         #: Adopted batches per registration, in delivery order (none for most).
         self._legacy: dict[str, tuple[_Legacy, ...]] = {}
@@ -369,6 +371,7 @@ class SqliteStorage(Storage):
         await asyncio.to_thread(self._open_sync)
         self._readers = ThreadPoolExecutor(self._reader_count, thread_name_prefix="cfylogs-read")
         self._thread = threading.Thread(target=self._writer_loop, name="cfylogs-write", daemon=True)
+        self._writer_running = True  # before start: a request right after open() may come
         self._thread.start()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="cfylogs-checkpoint", daemon=True
@@ -552,7 +555,6 @@ class SqliteStorage(Storage):
         return await future
 
     def _writer_loop(self) -> None:
-        self._writer_running = True
         try:
             self._write_until_closed()
         finally:
@@ -723,6 +725,7 @@ class SqliteStorage(Storage):
         except Exception as exc:
             self._on_failure(exc)
             raise
+        assert not txn.changed and not txn.gc, "_appends_alone let a cap through"
         self._failure = None
         self._note_written(txn.head_byte - self._head_byte + self._page_size)
         self._head, self._head_byte = txn.head, txn.head_byte
@@ -1152,12 +1155,15 @@ class SqliteStorage(Storage):
         now: float,
         waiting: bool = False,
     ) -> Batch | None:
+        # _ready before the mirror: the writer updates the mirror first, so a batch
+        # seen here is checked against a registration at least as recent.
+        ready = self._ready.pop(registration_id, None)
         reg = self._lookup(registration_id)
         self._last_seen[registration_id] = now
         if not waiting:  # the long poll, if any, is over: cut nothing more for it
             self._wanted.pop(registration_id, None)
-        ready = self._take_ready(registration_id, reg)
-        if ready is not None:
+        if self._still_pending(ready, reg):
+            self._wanted.pop(registration_id, None)
             return ready
         if (
             reg.pending_start is None
@@ -1170,11 +1176,13 @@ class SqliteStorage(Storage):
 
         def run(txn: _Txn) -> tuple[int, int, int, int, bool] | Batch | None:
             reg = txn.active_reg(registration_id)
+            ready = self._ready.pop(registration_id, None)
+            if self._still_pending(ready, reg):
+                self._wanted.pop(registration_id, None)
+                return ready
             if txn.legacy(registration_id):
                 return self._hand_out_legacy(txn, reg)
-            ready = self._take_ready(registration_id, reg)
-            if ready is not None:
-                return ready
+            self._wanted.pop(registration_id, None)  # a batch goes out now, or it is re-added
             if reg.pending_start is not None:
                 reg = dataclasses.replace(
                     reg,
@@ -1232,13 +1240,11 @@ class SqliteStorage(Storage):
             txn.conn, start, txn.head, txn.head_byte
         )
 
-    def _take_ready(self, registration_id: str, reg: _Reg) -> Batch | None:
-        """The batch cut ahead for a waiting consumer, if it is still the pending one
-        (`reg` as of now: the mirror on the loop, the transaction's in the writer)."""
-        batch = self._ready.pop(registration_id, None)
-        if batch is None or reg.pending_start is None or reg.pending_id != batch.id:
-            return None  # none, or acknowledged or dropped by a cap meanwhile
-        return batch
+    @staticmethod
+    def _still_pending(batch: Batch | None, reg: _Reg) -> bool:
+        """Whether a batch cut ahead for a waiting consumer is still the pending one
+        (`reg` as of now): not acknowledged or dropped by a cap meanwhile."""
+        return batch is not None and reg.pending_start is not None and reg.pending_id == batch.id
 
     def _cut_for_waiting(self, txn: _Txn) -> dict[str, Batch]:
         """Cut, in the transaction that appended events, a batch for each consumer
@@ -1255,7 +1261,10 @@ class SqliteStorage(Storage):
             if reg is None or not reg.active or txn.legacy(registration_id):
                 self._wanted.pop(registration_id, None)
                 continue
-            if reg.pending_start is not None or reg.cursor >= txn.head:
+            if reg.pending_start is not None:  # it has its batch: not waiting any more
+                self._wanted.pop(registration_id, None)
+                continue
+            if reg.cursor >= txn.head:
                 continue
             reg = self._cut_new(txn, reg, max_entries, min(max_bytes, READY_MAX_BYTES))
             assert reg.pending_start is not None
@@ -1573,8 +1582,7 @@ def _check_not_truncated(path: Path) -> None:
     much later; the header's page count is exact whenever its "valid for"
     counter matches the change counter (every write since SQLite 3.7.0).
     """
-    wal = path.with_name(path.name + "-wal")
-    if wal.exists() and wal.stat().st_size > 32:
+    if _live_wal(path):
         # Pages may still be in the WAL only (a checkpoint cut short by a full disk
         # writes the header first): SQLite reads them from there.
         return
@@ -1593,6 +1601,17 @@ def _check_not_truncated(path: Path) -> None:
         raise sqlite3.DatabaseError(
             f"the file is truncated: {size} bytes where its header says {pages * page_size}"
         )
+
+
+def _live_wal(path: Path) -> bool:
+    """Whether the WAL beside `path` holds frames of its current generation (the first
+    frame carries the salts of the WAL header; a rewound WAL's old frames do not)."""
+    try:
+        with path.with_name(path.name + "-wal").open("rb") as wal:
+            header, frame = wal.read(32), wal.read(24)
+    except FileNotFoundError:
+        return False
+    return len(frame) == 24 and frame[8:16] == header[16:24]
 
 
 def _is_disk_full(exc: BaseException) -> bool:
