@@ -37,6 +37,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="an extra cfylogs system with these config keys, e.g. "
         "postgres:storage.backend=postgres,storage.postgres.dsn=postgresql://...",
     )
+    p.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="NAME=CHECKOUT",
+        help="also run the cfylogs of another checkout (its src/ directory is used), "
+        "alternated with this one in every round: before/after comparisons",
+    )
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="report directory")
     return p.parse_args(argv)
 
@@ -59,6 +67,12 @@ def options_from(args: argparse.Namespace, workdir: Path) -> Options:
         name, _, pairs = spec.partition(":")
         config = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
         opts.backends[f"cfylogs-{name}"] = config
+    for spec in args.code:
+        name, _, checkout = spec.partition("=")
+        source = Path(checkout).resolve() / "src"
+        if not (source / "cfylogs").is_dir():
+            raise SystemExit(f"--code {spec}: no src/cfylogs under {checkout}")
+        opts.code[f"cfylogs-{name}"] = source
     return opts
 
 

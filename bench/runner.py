@@ -32,6 +32,8 @@ class Options:
     rate: float = 1000.0
     fanouts: tuple[int, ...] = (1, 4, 16)
     backends: dict[str, dict[str, Any]] = field(default_factory=lambda: {"cfylogs": {}})
+    #: Other checkouts of cfylogs to run beside this one: name -> their `src` directory.
+    code: dict[str, Path] = field(default_factory=dict)
     peers: bool = True
     only: set[str] | None = None
     time_limit: float = 40.0
@@ -63,6 +65,7 @@ class Runner:
     def cfylogs(self, kind: str) -> list[Cfylogs]:
         base = self.options.workdir / "systems"
         mine = [Cfylogs(name, base / name, cfg) for name, cfg in self.options.backends.items()]
+        mine += [Cfylogs(name, base / name, source=src) for name, src in self.options.code.items()]
         return [s for s in mine + self.extra if kind in s.kinds]
 
     async def run(self) -> list[Measure]:

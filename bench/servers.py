@@ -94,13 +94,19 @@ def cfylogs_config(home: Path, extra: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def start_cfylogs(workdir: Path, extra: Mapping[str, Any], timeout: float = 60.0) -> Managed:
+def start_cfylogs(
+    workdir: Path, extra: Mapping[str, Any], timeout: float = 60.0, source: Path | None = None
+) -> Managed:
+    """cfylogs with `extra` config keys; `source`: the `src` directory of another
+    checkout to run instead of the installed one (before/after comparisons)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "alien4cloud-cfy-logs-config.yml"
     config.write_text(yaml.safe_dump(cfylogs_config(workdir / "home", extra)))
     log = workdir / "server.log"
     offset = log.stat().st_size if log.exists() else 0
-    server = _spawn([sys.executable, "-m", "cfylogs", "serve", "--config", str(config)], log)
+    env = {"PYTHONPATH": str(source)} if source is not None else None
+    cmd = [sys.executable, "-m", "cfylogs", "serve", "--config", str(config)]
+    server = _spawn(cmd, log, env)
 
     def listening() -> str | None:
         found = _LISTENING.search(server.log_text()[offset:])

@@ -177,13 +177,21 @@ class Cfylogs(System):
     def data_dir(self) -> Path:
         return self.home
 
-    def __init__(self, name: str, workdir: Path, config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        config: dict[str, Any] | None = None,
+        source: Path | None = None,
+    ) -> None:
         super().__init__(name, workdir)
         self.config = dict(config or {})
+        #: The `src` of another checkout to run (`--code`), else the installed cfylogs.
+        self.source = source
         self.registrations: list[str] = []
 
     async def start(self, fanout: int = 1) -> None:
-        self.server = servers.start_cfylogs(self.workdir, self.config)
+        self.server = servers.start_cfylogs(self.workdir, self.config, source=self.source)
         conn = await Conn.open(self.server.url)
         try:
             self.registrations = [
