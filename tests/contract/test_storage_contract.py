@@ -268,3 +268,31 @@ async def test_a_batch_cut_for_a_waiting_fetch_follows_acks_and_unregistering(
     await store.append([ev(2)], NOW)
     batch = await store.fetch(r2, 10, BIG, NOW, waiting=True)
     assert batch is not None and list(batch.entries) == [ev(2)]
+
+
+async def test_the_batch_after_an_ack_is_the_next_range_whatever_the_store_prepares(
+    store: Storage,
+) -> None:
+    """SQLite cuts the next batch in the ack's transaction when events wait (the
+    consumer's next GET then finds it ready). Whatever a store does, the consumer sees
+    consecutive ids and ranges, a smaller ?max is honoured, and an ack of the next id
+    before it was fetched is refused."""
+    r = await reg(store)
+    await store.append([ev(i) for i in range(10)], NOW)
+    first = await store.fetch(r, 4, BIG, NOW)
+    assert first is not None and list(first.entries) == [ev(i) for i in range(4)]
+    assert (await store.ack(r, first.id, NOW)).events == 4
+    with pytest.raises(BatchNotDelivered):
+        await store.ack(r, first.id + 1, NOW)
+    smaller = await store.fetch(r, 2, BIG, NOW)
+    assert smaller is not None and (smaller.id, smaller.deliveries) == (1, 1)
+    assert list(smaller.entries) == [ev(4), ev(5)]
+    assert (await store.ack(r, smaller.id, NOW)).events == 2
+    rest: list[bytes] = []
+    next_id = 2
+    while (batch := await store.fetch(r, 10, BIG, NOW)) is not None:
+        assert (batch.id, batch.deliveries) == (next_id, 1)  # "at most 10": maybe fewer
+        rest += batch.entries
+        assert (await store.ack(r, batch.id, NOW)).acknowledged
+        next_id += 1
+    assert rest == [ev(i) for i in range(6, 10)]
