@@ -414,6 +414,9 @@ def _uvicorn_config(settings: Settings, listener: Listener) -> uvicorn.Config:
         timeout_graceful_shutdown=settings.server_shutdown_timeout_sec,
         server_header=False,
         date_header=True,
+        # The client is the TCP peer on every path (the ingest fast path has no ASGI
+        # middleware to read X-Forwarded-For), as the access log documents.
+        proxy_headers=False,
     )
     config.load()
     config.ssl = listener.ssl_context
