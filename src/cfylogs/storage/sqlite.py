@@ -1183,22 +1183,26 @@ class SqliteStorage(Storage):
             if txn.legacy(registration_id):
                 return self._hand_out_legacy(txn, reg)
             self._wanted.pop(registration_id, None)  # a batch goes out now, or it is re-added
-            if reg.pending_start is not None:
+            if (pending_start := reg.pending_start) is not None:
                 reg = dataclasses.replace(
                     reg,
                     pending_deliveries=reg.pending_deliveries + 1,
                     redeliveries=reg.redeliveries + 1,
                 )
                 txn.put(reg)
+                head, head_byte = txn.head, txn.head_byte
+                size = self._byte_position(txn.conn, reg.cursor, head, head_byte) - (
+                    self._byte_position(txn.conn, pending_start, head, head_byte)
+                )
             elif reg.cursor < txn.head:
-                reg = self._cut_new(txn, reg, max_entries, max_bytes)
+                reg, size = self._cut_new(txn, reg, max_entries, max_bytes)
             else:
                 if waiting:
                     self._wanted[registration_id] = (max_entries, max_bytes)
                 return None
             assert reg.pending_start is not None
             batch_id, start, end = reg.next_batch_id - 1, reg.pending_start, reg.cursor
-            if self._span_bytes(txn, start, end) <= READY_MAX_BYTES:
+            if size <= READY_MAX_BYTES:
                 # Read here, in the transaction: no trip to a reader and back.
                 entries = self._read_chunks(txn.conn, start, end)
                 return Batch(registration_id, batch_id, entries, reg.pending_deliveries)
@@ -1220,10 +1224,11 @@ class SqliteStorage(Storage):
             # The batch was acknowledged (and collected) between the cut and the read.
         raise StorageUnavailable("the pending batch changed while it was read; retry")
 
-    def _cut_new(self, txn: _Txn, reg: _Reg, max_entries: int, max_bytes: int) -> _Reg:
-        """A new pending batch from the registration's cursor (it has events past it)."""
+    def _cut_new(self, txn: _Txn, reg: _Reg, max_entries: int, max_bytes: int) -> tuple[_Reg, int]:
+        """A new pending batch from the registration's cursor (it has events past it),
+        and its size in event bytes."""
         end = min(reg.cursor + max_entries, txn.head)
-        end = self._limit_bytes(txn, reg.cursor, end, max_bytes)
+        end, size = self._limit_bytes(txn, reg.cursor, end, max_bytes)
         reg = dataclasses.replace(
             reg,
             pending_start=reg.cursor,
@@ -1232,13 +1237,7 @@ class SqliteStorage(Storage):
             pending_deliveries=1,
         )
         txn.put(reg)
-        return reg
-
-    def _span_bytes(self, txn: _Txn, start: int, end: int) -> int:
-        position = self._byte_position
-        return position(txn.conn, end, txn.head, txn.head_byte) - position(
-            txn.conn, start, txn.head, txn.head_byte
-        )
+        return reg, size
 
     @staticmethod
     def _still_pending(batch: Batch | None, reg: _Reg) -> bool:
@@ -1266,7 +1265,7 @@ class SqliteStorage(Storage):
                 continue
             if reg.cursor >= txn.head:
                 continue
-            reg = self._cut_new(txn, reg, max_entries, min(max_bytes, READY_MAX_BYTES))
+            reg, _ = self._cut_new(txn, reg, max_entries, min(max_bytes, READY_MAX_BYTES))
             assert reg.pending_start is not None
             entries = self._read_chunks(txn.conn, reg.pending_start, reg.cursor)
             ready[registration_id] = Batch(registration_id, reg.next_batch_id - 1, entries, 1)
@@ -1297,15 +1296,14 @@ class SqliteStorage(Storage):
         offsets, view = decode_offsets(row[0]), memoryview(row[1])
         return [bytes(view[offsets[i] : offsets[i + 1]]) for i in range(len(offsets) - 1)]
 
-    def _limit_bytes(self, txn: _Txn, start: int, end: int, max_bytes: int) -> int:
+    def _limit_bytes(self, txn: _Txn, start: int, end: int, max_bytes: int) -> tuple[int, int]:
+        """Where a batch from `start` ends: at `end` at the latest, within `max_bytes` of
+        events but never empty; and how many event bytes it holds."""
         conn = txn.conn
-        if (
-            self._byte_position(conn, end, txn.head, txn.head_byte)
-            - self._byte_position(conn, start, txn.head, txn.head_byte)
-            <= max_bytes
-        ):
-            return end
         base = self._byte_position(conn, start, txn.head, txn.head_byte)
+        span = self._byte_position(conn, end, txn.head, txn.head_byte) - base
+        if span <= max_bytes:
+            return end, span
         rows = conn.execute(
             "SELECT first_seq, first_byte, offsets FROM chunks "
             "WHERE first_seq >= (SELECT max(first_seq) FROM chunks WHERE first_seq <= ?) "
@@ -1317,10 +1315,13 @@ class SqliteStorage(Storage):
             for i in range(max(start - first_seq, 0), len(offsets) - 1):
                 seq: int = first_seq + i
                 if seq >= end:
-                    return end
-                if first_byte + offsets[i + 1] - base > max_bytes:
-                    return max(seq, start + 1)
-        return end
+                    return end, span
+                size = first_byte + offsets[i + 1] - base
+                if size > max_bytes:
+                    if seq == start:  # one event larger than max_bytes: alone
+                        return start + 1, size
+                    return seq, first_byte + offsets[i] - base
+        return end, span
 
     async def ack(self, registration_id: str, batch_id: int, now: float) -> AckResult:
         self._lookup(registration_id)
@@ -1445,7 +1446,7 @@ class SqliteStorage(Storage):
             return head - tail, head_byte - self._byte_position(conn, tail, head, head_byte)
 
         ok, detail = self._failure is None, self._failure or "ok"
-        if self._thread is None or not self._thread.is_alive():
+        if not self._writer_running:
             ok, detail = False, "the store's writer has stopped"
         try:
             events, nbytes = await self._read(read)
