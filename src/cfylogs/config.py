@@ -237,6 +237,24 @@ class Settings:
         "Request bodies held in memory at once by ingest (about 2.5 times that in all); "
         "requests beyond wait their turn, unread, and are never refused (0: no limit).",
     )
+    server_max_url_bytes: int = setting(
+        "server.max_url_bytes",
+        8 * 1024,
+        Size(256, 1024**2),
+        "Longest request URL (path and query) accepted (414 beyond).",
+    )
+    server_max_header_bytes: int = setting(
+        "server.max_header_bytes",
+        64 * 1024,
+        Size(1024, 16 * 1024**2),
+        "Largest header block of a request accepted (431 beyond).",
+    )
+    server_max_headers: int = setting(
+        "server.max_headers",
+        100,
+        Int(8, 10_000),
+        "Most header lines in a request (431 beyond).",
+    )
     server_keep_alive_sec: int = setting(
         "server.keep_alive_sec",
         30,

@@ -58,6 +58,15 @@ class RegistrationExpired(RegistrationNotFound):
 class MethodNotAllowed(RelayError):
     status = 405
 
+    def __init__(self, message: str, allow: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        #: The methods the path takes (the `Allow` header of the answer).
+        self.allow = allow
+
+
+class RequestTimeout(RelayError):
+    status = 408
+
 
 class Conflict(RelayError):
     status = 409
@@ -80,8 +89,20 @@ class PayloadTooLarge(RelayError):
     status = 413
 
 
+class URITooLong(RelayError):
+    status = 414
+
+
 class UnsupportedEncoding(RelayError):
     status = 415
+
+
+class HeadersTooLarge(RelayError):
+    status = 431
+
+
+class HttpVersionNotSupported(RelayError):
+    status = 505
 
 
 class StorageUnavailable(RelayError):

@@ -1,0 +1,680 @@
+"""HTTP/1.1 connections, on the public API of httptools' parser (llhttp).
+
+Every request of the API takes one path: the head is parsed and checked
+against the limits, the app routes it and decides from the head alone what
+it can (403, 404, 405, 401, 413), the body is read whole (counted in the
+relay's body budget as it arrives), the app answers, and the answer is
+written with a `Content-Length` in one buffer. What this module owns:
+
+- Limits, checked while reading, before routing or auth: the URL
+  (`server.max_url_bytes`, 414), the header block and the header count
+  (`server.max_header_bytes`, `server.max_headers`, 431), the body (the
+  route's limit, 413), and time: a request must arrive whole within
+  `server.request_timeout_sec` of its first byte (408); an idle connection
+  (no request in progress: bare CRLFs do not count) is closed after
+  `server.keep_alive_sec`.
+- Pipelining: answers go out in request order, one request answered at a
+  time; parsing runs at most `MAX_PIPELINE` requests ahead, then reading
+  pauses. A request the parser cannot read gets its error (400, 414, 431,
+  505) after the answers of the requests before it, then the connection is
+  closed: a client is never left without the answer to a request that was
+  processed.
+- `Upgrade` is ignored: we upgrade to nothing, and the bytes after such a
+  request (its body included) stay one stream of HTTP requests.
+- `Expect: 100-continue`, chunked bodies, HTTP/1.0 (keep-alive only when
+  asked), half-closed clients (their answers are still written), clients
+  that stop reading (we stop reading them), graceful shutdown (`Site`).
+- A client going away is not an error: its pending answers are dropped,
+  a long poll it was waiting on is cancelled, a write in progress finishes.
+
+Owned by the event loop thread, like everything here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+import httptools
+
+from cfylogs.errors import (
+    BadRequest,
+    HeadersTooLarge,
+    HttpVersionNotSupported,
+    PayloadTooLarge,
+    RelayError,
+    RequestTimeout,
+    URITooLong,
+)
+from cfylogs.http.budget import ByteBudget
+from cfylogs.http.wire import CONTINUE, DateHeader, Request, Response, encode_response
+from cfylogs.tls import peer_subject
+
+if TYPE_CHECKING:
+    from cfylogs.http.app import App
+
+#: Requests parsed ahead of the one being answered before reading pauses.
+MAX_PIPELINE = 16
+#: Bytes handed to the parser at a time: limits are checked between slices, so a
+#: head or a body goes past its limit by at most this much before it is refused.
+SLICE = 16 * 1024
+#: Headers that may appear once only: two `Authorization` headers, say, would let
+#: two parts of a system see two different callers (refused, 400).
+SINGLE_HEADERS = frozenset(
+    (b"authorization", b"content-length", b"content-type", b"content-encoding", b"host")
+)
+
+_PAUSE_BUDGET = 1
+_PAUSE_PIPELINE = 2
+_PAUSE_WRITE = 4
+
+
+class Limits:
+    """What every connection of a listener enforces (from the settings table)."""
+
+    __slots__ = (
+        "keep_alive",
+        "max_discard_bytes",
+        "max_header_bytes",
+        "max_headers",
+        "max_url_bytes",
+        "request_timeout",
+    )
+
+    def __init__(
+        self,
+        max_url_bytes: int,
+        max_header_bytes: int,
+        max_headers: int,
+        request_timeout: float,
+        keep_alive: float,
+        max_discard_bytes: int,
+    ) -> None:
+        self.max_url_bytes = max_url_bytes
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.request_timeout = request_timeout
+        self.keep_alive = keep_alive
+        #: Most body bytes read and thrown away after an early refusal (401, 404...)
+        #: to keep the connection; beyond, it is closed instead.
+        self.max_discard_bytes = max_discard_bytes
+
+
+class Site:
+    """What the connections of one listener share, and their graceful stop."""
+
+    def __init__(self, app: App, limits: Limits, budget: ByteBudget) -> None:
+        self.app = app
+        self.limits = limits
+        self.budget = budget
+        self.date = DateHeader()
+        self.connections: set[Connection] = set()
+        self.stopping = False
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+
+    def connection(self) -> Connection:
+        """The protocol factory for `loop.create_server`."""
+        return Connection(self)
+
+    def opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        self._all_closed.clear()
+
+    def closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if not self.connections:
+            self._all_closed.set()
+
+    def begin_shutdown(self) -> None:
+        """Read no new request; close idle connections now, the others once answered."""
+        self.stopping = True
+        for conn in tuple(self.connections):
+            conn.shutdown()
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """Whether every connection closed within `timeout`; those left are aborted."""
+        try:
+            await asyncio.wait_for(self._all_closed.wait(), timeout)
+            return True
+        except TimeoutError:
+            for conn in tuple(self.connections):
+                conn.abort()
+            return False
+
+
+class Exchange(Request):
+    """A request with what its connection needs to know while reading and answering it."""
+
+    __slots__ = (
+        "close",
+        "complete",
+        "discard",
+        "early",
+        "expect_continue",
+        "http10",
+        "parts",
+        "size",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: dict[bytes, bytes],
+        keep_alive: bool,
+        client: tuple[str, int] | None,
+        tls_subject: str | None,
+        http10: bool = False,
+    ) -> None:
+        super().__init__(method, path, query, headers, keep_alive, client, tls_subject)
+        self.http10 = http10
+        #: Its body has been read whole.
+        self.complete = False
+        #: The answer the app decided from the head alone (its body is then not kept).
+        self.early: RelayError | None = None
+        self.discard = False
+        #: Close the connection after answering it (nothing after it is read).
+        self.close = False
+        self.expect_continue = False
+        self.size = 0
+        self.parts: list[bytes] = []
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: parse, check, hand to the app, answer in order."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.app = site.app
+        self.limits = site.limits
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client: tuple[str, int] | None = None
+        self.tls = False
+        self.tls_subject: str | None = None
+        #: Requests whose head is read, in order; the first is the one answered next.
+        self.queue: collections.deque[Exchange] = collections.deque()
+        #: The request whose head or body is being read.
+        self.reading: Exchange | None = None
+        #: The request the app is answering (its task), if any.
+        self.current: asyncio.Task[None] | None = None
+        #: Received, not yet parsed (while paused).
+        self.stash = b""
+        self.pauses = 0
+        self.reading_paused = False
+        #: No further request is read (error, close, EOF, shutdown).
+        self.stopped = False
+        self.gone = False
+        self.deadline = _Deadline(self.loop, self._deadline_passed)
+        self._deadline_is_keep_alive = False
+        # The head being parsed.
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._header_count = 0
+        self._header_bytes = 0
+        self._head_bytes = 0
+        self._in_head = False
+        #: A made-up head fed to a new parser so that it reads the body of an Upgrade
+        #: request (llhttp stops at its head), and whether it is being parsed now.
+        self._upgrade_body_head: bytes | None = None
+        self._synthetic = False
+        #: Fed while a head is not over, past which it is refused (431) even before
+        #: on_header sees the line in progress; one slice of slack.
+        self._max_head_bytes = self.limits.max_url_bytes + self.limits.max_header_bytes + SLICE
+
+    # --- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.tls = ssl_object is not None
+        self.tls_subject = peer_subject(ssl_object) if ssl_object is not None else None
+        self.site.opened(self)
+        # A connection that never sends a request is answered 408 like a slow one.
+        self._arm(self.limits.request_timeout, keep_alive=False)
+        if self.site.stopping:
+            self.shutdown()
+
+    def data_received(self, data: bytes) -> None:
+        if self.stopped:
+            return
+        if self.stash:
+            data, self.stash = self.stash + data, b""
+        self._feed(data)
+
+    def eof_received(self) -> bool | None:
+        # A client may send its requests and shut its side: its answers are still due.
+        self.stopped = True
+        self._drop_partial_head()
+        if not self.queue and self.transport is not None:
+            self.transport.close()
+        return None if self.tls else True  # asyncio's TLS cannot stay half-open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = self.stopped = True
+        self.deadline.close()
+        self.site.budget.end_body(self)
+        self.site.closed(self)
+        answering = self.queue[0] if self.current is not None and self.queue else None
+        for request in self.queue:
+            if request is not answering:
+                request.release()
+        self.queue.clear()
+        if answering is not None:
+            self.queue.append(answering)  # its task releases it when done
+            if answering.method in ("GET", "HEAD") and self.current is not None:
+                self.current.cancel()  # a long poll nobody waits for any more
+
+    def pause_writing(self) -> None:
+        # A client that does not read its answers: stop reading its requests too.
+        self.pauses |= _PAUSE_WRITE
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.pauses &= ~_PAUSE_WRITE
+        self._resume()
+        self._next()
+
+    # --- the budget's reader
+
+    def resume_body(self) -> None:
+        self.pauses &= ~_PAUSE_BUDGET
+        self.loop.call_soon(self._resume)
+
+    # --- graceful stop
+
+    def shutdown(self) -> None:
+        self.stopped = True
+        self._drop_partial_head()
+        if self.current is None and not self.queue and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- feeding the parser
+
+    def _feed(self, data: bytes) -> None:
+        end = len(data)
+        view = memoryview(data) if end > SLICE else None
+        pos = 0
+        while pos < end and not self.stopped:
+            if self.pauses:
+                self.stash = data[pos:]
+                self._pause_reading()
+                break
+            piece = data if view is None else view[pos : pos + SLICE]
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade as exc:
+                pos += int(exc.args[0])
+                self._restart_parser()
+                continue
+            except httptools.HttpParserCallbackError as exc:
+                cause = exc.__context__
+                if not self.stopped:
+                    self._refuse(cause if isinstance(cause, RelayError) else _malformed(exc))
+                break
+            except httptools.HttpParserError as exc:
+                if not self.stopped:  # else: bytes after a request that closes: ignored
+                    self._refuse(_malformed(exc))
+                break
+            pos += len(piece)
+            if self._in_head:
+                # One header line still in progress is invisible to on_header (the parser
+                # gathers it): count what was fed while the head is not over.
+                self._head_bytes += len(piece)
+                if self._head_bytes > self._max_head_bytes:
+                    self._refuse(self._headers_too_large())
+                    break
+            reading = self.reading
+            if (
+                reading is not None
+                and reading.held
+                and not reading.discard
+                and not self.site.budget.may_read(self)
+            ):
+                self.pauses |= _PAUSE_BUDGET
+        self._next()
+
+    def _restart_parser(self) -> None:
+        """After an Upgrade request: a new parser, since we upgrade to nothing."""
+        self.parser = httptools.HttpRequestParser(self)
+        head, self._upgrade_body_head = self._upgrade_body_head, None
+        if head is not None:
+            self._synthetic = True
+            self.parser.feed_data(head)
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.gone:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self.pauses or self.gone:
+            return
+        if self.stash and not self.stopped:
+            data, self.stash = self.stash, b""
+            self._feed(data)
+        if not self.pauses and self.reading_paused and not self.stopped:
+            self.reading_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+
+    # --- parser callbacks (httptools' HTTPProtocol)
+
+    def on_message_begin(self) -> None:
+        if self._synthetic:
+            return
+        if self.stopped:
+            raise _StopParsing  # nothing is read after a request that ends the connection
+        self._url = b""
+        self._headers = {}
+        self._header_count = self._header_bytes = self._head_bytes = 0
+        self._in_head = True
+        self._arm(self.limits.request_timeout, keep_alive=False)
+
+    def on_url(self, url: bytes) -> None:
+        if self._synthetic:
+            return
+        self._url += url
+        if len(self._url) > self.limits.max_url_bytes:
+            raise URITooLong(
+                f"the request's URL is longer than {self.limits.max_url_bytes} bytes "
+                "(server.max_url_bytes)"
+            )
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._synthetic:
+            return
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value) + 4
+        if (
+            self._header_count > self.limits.max_headers
+            or self._header_bytes > self.limits.max_header_bytes
+        ):
+            raise self._headers_too_large()
+        name = name.lower()
+        headers = self._headers
+        if name in headers:
+            if name in SINGLE_HEADERS:
+                raise BadRequest(f"the request has more than one {name.decode()} header")
+            headers[name] += b", " + value
+        else:
+            headers[name] = value
+
+    def on_headers_complete(self) -> None:
+        if self._synthetic:
+            self._synthetic = False
+            return
+        self._in_head = False
+        parser = self.parser
+        raw_path, _, query = self._url.partition(b"?")
+        path = raw_path.partition(b"#")[0].decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        headers = self._headers
+        keep_alive = parser.should_keep_alive()
+        request = Exchange(
+            parser.get_method().decode("ascii"),
+            path,
+            query.partition(b"#")[0],
+            headers,
+            keep_alive,
+            self.client,
+            self.tls_subject,
+            http10=keep_alive and parser.get_http_version() == "1.0",
+        )
+        request.budget = self.site.budget
+        self.reading = request
+        self.queue.append(request)
+        length = headers.get(b"content-length")
+        chunked = b"transfer-encoding" in headers
+        has_body = chunked or (length is not None and length != b"0")
+        error = self.app.prepare(request)
+        if parser.should_upgrade():
+            if request.method == "CONNECT":  # its bytes are a tunnel: nothing to read on
+                request.close = self.stopped = True
+            elif has_body:
+                framing = (
+                    b"transfer-encoding: chunked"
+                    if chunked
+                    else b"content-length: " + (length or b"0")
+                )
+                self._upgrade_body_head = b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n"
+        expect = headers.get(b"expect", b"").lower() == b"100-continue"
+        if error is not None:
+            request.early = error
+            if has_body:
+                request.discard = True
+                if isinstance(error, PayloadTooLarge) or expect:
+                    # Not worth reading (or not coming): answer now, then close.
+                    request.close = self.stopped = True
+        elif has_body:
+            self.site.budget.start_body(self)
+            request.expect_continue = expect
+        if request.close:
+            self.reading = None
+
+    def on_body(self, body: bytes) -> None:
+        request = self.reading
+        if request is None:
+            return
+        size = request.size + len(body)
+        if request.discard:
+            request.size = size
+            if size > self.limits.max_discard_bytes:
+                request.close = self.stopped = True
+            return
+        if size > request.body_limit:
+            request.early = PayloadTooLarge(
+                f"the request body is larger than {request.body_limit} bytes"
+            )
+            request.discard = request.close = self.stopped = True
+            request.parts = []
+            request.release()
+            self.site.budget.end_body(self)
+            return
+        request.parts.append(body)
+        request.size = size
+        request.held += len(body)
+        self.site.budget.add(len(body))
+
+    def on_message_complete(self) -> None:
+        request = self.reading
+        if request is None or self._upgrade_body_head is not None:
+            return  # an Upgrade request's body: read by the next parser (_restart_parser)
+        self.reading = None
+        request.complete = True
+        parts = request.parts
+        if parts:
+            request.body = parts[0] if len(parts) == 1 else b"".join(parts)
+            request.parts = []
+            self.site.budget.end_body(self)
+        if not request.keep_alive:
+            self.stopped = True  # nothing after a request that closes the connection
+        if len(self.queue) > MAX_PIPELINE:
+            self.pauses |= _PAUSE_PIPELINE
+        if self.current is None:
+            self.deadline.disarm()
+
+    # --- answering
+
+    def _next(self) -> None:
+        """Answer the first request of the queue if it can be, in order."""
+        while self.current is None and self.queue and not self.pauses & _PAUSE_WRITE:
+            request = self.queue[0]
+            if request.early is not None:
+                if not (request.complete or request.close):
+                    return  # its body is still coming (and being discarded)
+                self._send(request, self.app.refusal(request, request.early))
+                continue
+            if not request.complete:
+                if request.expect_continue and self.transport is not None:
+                    request.expect_continue = False
+                    self.transport.write(CONTINUE)
+                return
+            self.current = self.loop.create_task(self._answer(request))
+            return
+        if self.current is None and not self.queue and self.reading is None:
+            if self.stopped:
+                if self.transport is not None and not self.gone:
+                    self.transport.close()
+            elif not self._in_head:
+                self._arm(self.limits.keep_alive, keep_alive=True)
+
+    async def _answer(self, request: Exchange) -> None:
+        try:
+            response = await self.app.handle(request)
+        except asyncio.CancelledError:
+            request.release()
+            self.current = None
+            return  # the client went away
+        self.current = None
+        self._send(request, response)
+        self._next()
+
+    def _send(self, request: Exchange, response: Response) -> None:
+        if self.queue and self.queue[0] is request:
+            self.queue.popleft()
+        request.release()
+        transport = self.transport
+        if self.gone or transport is None or transport.is_closing():
+            return
+        keep_alive = not (request.close or (self.stopped and not self.queue))
+        connection = (b"keep-alive" if request.http10 else None) if keep_alive else b"close"
+        date = self.site.date.line()
+        for buffer in encode_response(response, connection, date, request.method == "HEAD"):
+            transport.write(buffer)
+        if not keep_alive:
+            transport.close()
+            return
+        if self.pauses & _PAUSE_PIPELINE and len(self.queue) <= MAX_PIPELINE // 2:
+            self.pauses &= ~_PAUSE_PIPELINE
+            self.loop.call_soon(self._resume)
+
+    def _refuse(self, error: RelayError) -> None:
+        """What follows the requests read so far cannot be read: answer `error` after
+        them, then close."""
+        self.stopped = True
+        self._pause_reading()
+        request = self.reading
+        if request is None:
+            request = Exchange("-", "-", b"", {}, False, self.client, self.tls_subject)
+            self.queue.append(request)
+        else:
+            self.reading = None
+            request.parts = []
+            request.release()
+            self.site.budget.end_body(self)
+        request.early = error
+        request.close = True
+        self._in_head = False
+
+    def _drop_partial_head(self) -> None:
+        """A request begun but not read whole will never be: forget it."""
+        request = self.reading
+        if request is not None and not request.complete and request.early is None:
+            self.reading = None
+            if self.queue and self.queue[-1] is request:
+                self.queue.pop()
+            request.release()
+            self.site.budget.end_body(self)
+        self._in_head = False
+
+    # --- time
+
+    def _arm(self, delay: float, keep_alive: bool) -> None:
+        self._deadline_is_keep_alive = keep_alive
+        self.deadline.arm(delay)
+
+    def _deadline_passed(self) -> None:
+        if self.gone or self.transport is None:
+            return
+        if self._deadline_is_keep_alive:
+            if self.current is None and not self.queue and self.reading is None:
+                self.transport.close()
+            return
+        if self.reading is None and not self._in_head and self.queue:
+            return  # every request is read; the app is answering them
+        self._refuse(
+            RequestTimeout(
+                "the request was not received whole in time (server.request_timeout_sec)"
+            )
+        )
+        self._next()
+
+    def _headers_too_large(self) -> HeadersTooLarge:
+        return HeadersTooLarge(
+            f"the request's headers are larger than {self.limits.max_header_bytes} bytes or "
+            f"more than {self.limits.max_headers} (server.max_header_bytes, server.max_headers)"
+        )
+
+
+class _StopParsing(Exception):
+    """Raised in a parser callback to stop parsing what comes after the last request."""
+
+
+def _malformed(exc: Exception) -> RelayError:
+    reason = str(exc) or type(exc).__name__
+    if "version" in reason.lower() or "PRI" in reason:
+        return HttpVersionNotSupported(f"this server speaks HTTP/1.1 and HTTP/1.0 only ({reason})")
+    return BadRequest(f"malformed HTTP request: {reason}")
+
+
+class _Deadline:
+    """A deadline that requests push back: one timer, moved when it fires early.
+
+    Making and cancelling a timer for every request would be a good share of the
+    cost of a single-event ingest.
+    """
+
+    __slots__ = ("_at", "_handle", "_handle_at", "_loop", "_on_expiry")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_expiry: Callable[[], None]) -> None:
+        self._loop = loop
+        self._on_expiry = on_expiry
+        self._at: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._handle_at = 0.0
+
+    def arm(self, delay: float) -> None:
+        at = self._at = self._loop.time() + delay
+        if self._handle is not None and self._handle_at > at:
+            self._handle.cancel()  # an earlier deadline than the timer's (keep-alive)
+            self._handle = None
+        if self._handle is None:
+            self._handle_at = at
+            self._handle = self._loop.call_at(at, self._fire)
+
+    def disarm(self) -> None:
+        self._at = None
+
+    def close(self) -> None:
+        self._at = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self._at is None:
+            return
+        if self._loop.time() < self._at:
+            self._handle_at = self._at
+            self._handle = self._loop.call_at(self._at, self._fire)
+            return
+        self._at = None
+        with contextlib.suppress(Exception):
+            self._on_expiry()
