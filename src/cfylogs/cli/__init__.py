@@ -14,8 +14,8 @@ from cfylogs import __version__
 from cfylogs.errors import ConfigError
 
 if TYPE_CHECKING:
+    from cfylogs.cli.legacy import LegacyHome
     from cfylogs.config import Settings
-    from cfylogs.legacy import LegacyHome
 
 log = logging.getLogger("cfylogs")
 
@@ -87,7 +87,7 @@ def init(path: Path, force: bool) -> None:
       cfylogs init /etc/cfylogs/
       cfylogs init ./config/alien4cloud-cfy-logs-config.yml --force
     """
-    from cfylogs.configfile import write_default_config
+    from cfylogs.cli.configfile import write_default_config
 
     try:
         written = write_default_config(path, force)
@@ -123,9 +123,9 @@ def import_legacy(directory: Path, config_path: Path | None, dry_run: bool) -> N
       cfylogs import-legacy ~/.a4ccfylogs --dry-run
       cfylogs import-legacy /opt/cfy-logs/home --config /etc/cfylogs/alien4cloud-cfy-logs-config.yml
     """
+    from cfylogs.cli.legacy import LegacyError, read_legacy_home
     from cfylogs.config import load_settings
     from cfylogs.errors import StoreInUse
-    from cfylogs.legacy import LegacyError, read_legacy_home
     from cfylogs.logs import setup_logging
 
     setup_logging("warning")
@@ -153,7 +153,7 @@ async def _import_legacy(settings: Settings, home: LegacyHome, dry_run: bool) ->
     """Open the store (unless a dry run has none to look at), import, report; -> problems."""
     import time
 
-    from cfylogs.legacy import import_home, summary
+    from cfylogs.cli.legacy import import_home, summary
     from cfylogs.storage import create_storage
     from cfylogs.storage.sqlite import DB_FILE
 
@@ -184,8 +184,8 @@ def _run(coro: object) -> None:
 
 
 def _add_client_commands() -> None:
-    from cfylogs.commands import CLIENT_COMMANDS
-    from cfylogs.dead_letter_commands import dead_letters
+    from cfylogs.cli.commands import CLIENT_COMMANDS
+    from cfylogs.cli.dead_letters import dead_letters
 
     for command in [*CLIENT_COMMANDS, dead_letters]:
         main.add_command(command)

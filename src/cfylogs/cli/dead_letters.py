@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
+from cfylogs.cli.commands import ClientFactory, connection_options, failures, url_argument
 from cfylogs.client import calls
-from cfylogs.commands import ClientFactory, connection_options, failures, url_argument
 
 EVENT_WIDTH = 80
 
