@@ -238,12 +238,10 @@ async def run_import(
     from cfylogs.storage import create_storage
 
     # A dry run must not create the embedded store just to find it empty.
-    nothing_there = settings.storage_backend == "sqlite" and not _embedded_store_exists(
-        settings.home_directory
-    )
-    store = None if dry_run and nothing_there else create_storage(settings)
-    if store is None:
-        return await import_home(home, None, time.time(), echo, dry_run)
+    embedded = settings.storage_backend == "sqlite"
+    if dry_run and embedded and not _embedded_store_exists(settings.home_directory):
+        return await import_home(home, None, time.time(), echo, dry_run=True)
+    store = create_storage(settings)
     await store.open()
     try:
         return await import_home(home, store, time.time(), echo, dry_run)
