@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cfylogs.client import AsyncClient, Client, DeadLetter, ReplayResult
 from tests.conftest import ServerFactory
 from tests.support import FIXTURES, Api, ServerProcess
 
@@ -120,6 +121,36 @@ def test_the_cli_lists_replays_and_purges(server: ServerProcess) -> None:
         assert _cli(server, "replay").returncode == 2  # neither ids nor --all
         assert "purged 3 " in _cli(server, "purge", "--all").stdout
         assert "0 dead letter(s)" in _cli(server, "list").stdout
+
+
+def test_the_client_lists_replays_and_purges_with_typed_results(server: ServerProcess) -> None:
+    with Client(server.url, token=TOKEN) as client:
+        registration_id = client.register()
+        client.push(JUNK)
+        page = client.dead_letters(limit=3)
+        assert page.total == len(JUNK) and len(page.dead_letters) == 3
+        assert all(isinstance(letter, DeadLetter) for letter in page.dead_letters)
+        assert [letter.event for letter in page.dead_letters] == JUNK[:3]
+        rest = client.dead_letters(after=page.next_after or 0)
+        assert [letter.event for letter in rest.dead_letters] == JUNK[3:]
+        assert rest.next_after is None
+        first = page.dead_letters[0].id
+        assert client.replay_dead_letters([first]) == ReplayResult(1, 0)
+        batch = client.fetch(registration_id)
+        assert batch is not None and batch.entries == JUNK[:1]
+        assert client.purge_dead_letters([page.dead_letters[1].id]) == 1
+        assert client.purge_dead_letters(None) == len(JUNK) - 2
+
+
+async def test_the_async_client_has_the_same_dead_letter_calls(server: ServerProcess) -> None:
+    async with AsyncClient(server.url, token=TOKEN) as client:
+        await client.push(JUNK[:2])
+        page = await client.dead_letters()
+        assert [letter.reason for letter in page.dead_letters] == [
+            'type is not "cloudify_log" or "cloudify_event"'
+        ] * 2
+        assert await client.replay_dead_letters(None) == ReplayResult(0, 2)  # nobody registered
+        assert await client.purge_dead_letters(None) == 2
 
 
 def test_replay_all_with_nobody_registered_keeps_them(server: ServerProcess) -> None:

@@ -44,6 +44,15 @@ def build_legacy_home(root: Path) -> dict[str, list[tuple[int, list[dict[str, An
     return batches
 
 
+def home_of_b(root: Path, files: dict[str, Any]) -> Path:
+    """A Java home whose one registration, B, holds `files` (name: JSON content)."""
+    (root / "registrations.json").write_text(json.dumps([B]))
+    (root / B).mkdir()
+    for name, content in files.items():
+        (root / B / name).write_text(json.dumps(content))
+    return root / B
+
+
 def run_import(server: ServerProcess, legacy: Path, *args: str) -> subprocess.CompletedProcess[str]:
     server.write_config()
     config = ["--config", str(server.config_path)]
@@ -131,13 +140,42 @@ def test_serving_on_an_unimported_java_home_says_so(
 def test_a_batch_id_out_of_range_is_reported_not_fatal(
     server_factory: ServerFactory, tmp_path: Path
 ) -> None:
-    (tmp_path / "registrations.json").write_text(json.dumps([B]))
-    (tmp_path / B).mkdir()
-    (tmp_path / B / "1.json").write_text(json.dumps({"id": 1, "entries": [{"n": 1}]}))
     huge = "9" * 200  # far past a 64-bit id
-    (tmp_path / B / f"{huge}.json").write_text(json.dumps({"id": 0, "entries": [{"n": 2}]}))
+    batches = {"1.json": {"id": 1, "entries": [{"n": 1}]}, f"{huge}.json": {"id": 0, "entries": []}}
+    home_of_b(tmp_path, batches)
     server = server_factory()
     result = run_import(server, tmp_path)
     assert result.returncode == 1, result.stderr
     assert "the batch id is out of range" in result.stderr
     assert f"adopted {B}: 1 batches (ids 1)" in result.stdout
+
+
+def test_a_stray_file_in_a_registration_directory_is_not_imported_and_listed(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """The Java server keeps only `<batchId>.json` there: anything else is for the operator."""
+    batches = {"3.json": {"id": 3, "entries": [{"n": 1}]}, "3.json.bak": {"id": 2, "entries": []}}
+    stray = home_of_b(tmp_path, batches) / "3.json.bak"
+    server = server_factory()
+
+    for args in (["--dry-run"], []):
+        result = run_import(server, tmp_path, *args)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"NOT IMPORTED {stray}: not a batch file (named <batchId>.json)" in result.stderr
+        assert "NOT IMPORTED" not in result.stdout and "1 problems" in result.stdout
+    assert f"adopted {B}: 1 batches (ids 3), 1 events" in result.stdout
+
+    server.start()
+    with server.client() as client:
+        assert Api(client).fetch(B) == {"id": 3, "entries": [{"n": 1}]}
+
+
+def test_a_batch_file_without_entries_is_only_noted(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """Nothing is lost with it: a note on stdout, and exit 0."""
+    empty = home_of_b(tmp_path, {"4.json": {"id": 4, "entries": []}}) / "4.json"
+    result = run_import(server_factory(), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"note {empty}: no entries" in result.stdout
+    assert result.stderr == ""

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
+from cfylogs.cli.configfile import render_default_config
 from cfylogs.config import CONFIG_FILE_NAME, Settings, load_settings, settings_table
-from cfylogs.configfile import render_default_config
 
 _COMMENTED_KEY = re.compile(r"^(\s*)# ([A-Za-z_][\w-]*):$", re.MULTILINE)
 

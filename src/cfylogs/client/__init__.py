@@ -29,7 +29,17 @@ from cfylogs.client.errors import (
 )
 from cfylogs.client.events import InputError, batched, iter_events
 from cfylogs.client.http import AsyncClient, Client, TlsOptions
-from cfylogs.client.models import AckResult, Batch, Health, PushResult, Registration, StorageHealth
+from cfylogs.client.models import (
+    AckResult,
+    Batch,
+    DeadLetter,
+    DeadLetterPage,
+    Health,
+    PushResult,
+    Registration,
+    ReplayResult,
+    StorageHealth,
+)
 from cfylogs.client.pusher import PushFailed, push_batches
 
 __all__ = [
@@ -45,6 +55,8 @@ __all__ = [
     "Consumer",
     "ConsumerOptions",
     "ConsumerStats",
+    "DeadLetter",
+    "DeadLetterPage",
     "GiveUp",
     "Health",
     "InputError",
@@ -53,6 +65,7 @@ __all__ = [
     "PushFailed",
     "PushResult",
     "Registration",
+    "ReplayResult",
     "ServerError",
     "StorageHealth",
     "TlsOptions",

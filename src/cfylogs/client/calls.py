@@ -150,23 +150,21 @@ def health() -> Call[models.Health]:
 
 # --- dead letters (ingest.accept)
 
-_json_object = msgspec.json.Decoder(dict[str, Any]).decode
 
-
-def dead_letters(after: int = 0, limit: int = 100) -> Call[dict[str, Any]]:
-    """A page: `{"total", "dead_letters": [{"id", "received", "reason", "event"}], ...}`."""
+def dead_letters(after: int = 0, limit: int = 100) -> Call[models.DeadLetterPage]:
     params = {"after": str(after), "limit": str(limit)}
-    return Call("GET", "/api/v1/dead-letters", _json_object, params=params)
+    return Call("GET", "/api/v1/dead-letters", models.decode_dead_letters, params=params)
 
 
-def replay_dead_letters(ids: Iterable[int] | None) -> Call[dict[str, Any]]:
-    """`ids`, or (None) every dead letter, into the stream: `{"replayed", ...}`."""
+def replay_dead_letters(ids: Iterable[int] | None) -> Call[models.ReplayResult]:
+    """`ids`, or (None) every dead letter, into the stream."""
     body = {"all": True} if ids is None else {"ids": list(ids)}
     headers = {"content-type": "application/json"}
     path = "/api/v1/dead-letters/replay"
-    return Call("POST", path, _json_object, content=_encode(body), headers=headers)
+    return Call("POST", path, models.decode_replay, content=_encode(body), headers=headers)
 
 
-def purge_dead_letters(ids: Iterable[int] | None) -> Call[dict[str, Any]]:
+def purge_dead_letters(ids: Iterable[int] | None) -> Call[int]:
+    """Delete `ids`, or (None) every dead letter; the answer is how many were deleted."""
     params = {"all": "true"} if ids is None else {"ids": ",".join(map(str, ids))}
-    return Call("DELETE", "/api/v1/dead-letters", _json_object, params=params)
+    return Call("DELETE", "/api/v1/dead-letters", models.decode_purged, params=params)

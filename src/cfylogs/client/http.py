@@ -14,7 +14,14 @@ import httpx
 from cfylogs import __version__
 from cfylogs.client import calls
 from cfylogs.client.errors import TransportError
-from cfylogs.client.models import AckResult, Batch, Health, Registration
+from cfylogs.client.models import (
+    AckResult,
+    Batch,
+    DeadLetterPage,
+    Health,
+    Registration,
+    ReplayResult,
+)
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_SEC = 30.0
@@ -132,6 +139,18 @@ class Client:
         """The server's health; `Health.ok` is False when its store does not answer."""
         return self.send(calls.health())
 
+    def dead_letters(self, after: int = 0, limit: int = 100) -> DeadLetterPage:
+        """A page of the events `ingest.accept` kept from consumers, ids above `after`."""
+        return self.send(calls.dead_letters(after, limit))
+
+    def replay_dead_letters(self, ids: Iterable[int] | None) -> ReplayResult:
+        """Move dead letters `ids` (None: every one) into the stream, as if ingested now."""
+        return self.send(calls.replay_dead_letters(ids))
+
+    def purge_dead_letters(self, ids: Iterable[int] | None) -> int:
+        """Delete dead letters `ids` (None: every one) for good; returns how many."""
+        return self.send(calls.purge_dead_letters(ids))
+
     def close(self) -> None:
         self._http.close()
 
@@ -193,6 +212,15 @@ class AsyncClient:
 
     async def health(self) -> Health:
         return await self.send(calls.health())
+
+    async def dead_letters(self, after: int = 0, limit: int = 100) -> DeadLetterPage:
+        return await self.send(calls.dead_letters(after, limit))
+
+    async def replay_dead_letters(self, ids: Iterable[int] | None) -> ReplayResult:
+        return await self.send(calls.replay_dead_letters(ids))
+
+    async def purge_dead_letters(self, ids: Iterable[int] | None) -> int:
+        return await self.send(calls.purge_dead_letters(ids))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -85,6 +85,34 @@ class PushResult:
     requests: int = 1
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event that `ingest.accept` kept from consumers; `received` is Unix seconds."""
+
+    id: int
+    received: float
+    reason: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeadLetterPage:
+    """Dead letters in id order, and how many there are in all."""
+
+    total: int
+    dead_letters: list[DeadLetter]
+    #: Pass as `after` for the next page; None on the last one.
+    next_after: int | None = None
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    #: Dead letters moved into the stream, as if ingested now.
+    replayed: int
+    #: Kept as dead letters: no registration exists to receive them.
+    kept_no_registration: int = 0
+
+
 class _BatchWire(msgspec.Struct):
     id: int | None = None
     entries: list[msgspec.Raw] = msgspec.field(default_factory=list)
@@ -102,6 +130,10 @@ class _AcceptedWire(msgspec.Struct):
     accepted: int = 0
 
 
+class _PurgedWire(msgspec.Struct):
+    purged: int
+
+
 _decode_entry = msgspec.json.Decoder(dict[str, Any]).decode
 _decode_batch = msgspec.json.Decoder(_BatchWire).decode
 _decode_registrations = msgspec.json.Decoder(_RegistrationsWire).decode
@@ -109,6 +141,9 @@ _decode_register = msgspec.json.Decoder(_RegisterWire).decode
 _decode_ack = msgspec.json.Decoder(AckResult).decode
 _decode_health = msgspec.json.Decoder(Health).decode
 _decode_accepted = msgspec.json.Decoder(_AcceptedWire).decode
+_decode_dead_letters = msgspec.json.Decoder(DeadLetterPage).decode
+_decode_replay = msgspec.json.Decoder(ReplayResult).decode
+_decode_purged = msgspec.json.Decoder(_PurgedWire).decode
 
 
 def decode_batch(registration_id: str, body: bytes) -> Batch | None:
@@ -137,3 +172,15 @@ def decode_health(body: bytes) -> Health:
 
 def decode_accepted(body: bytes) -> int:
     return _decode_accepted(body).accepted
+
+
+def decode_dead_letters(body: bytes) -> DeadLetterPage:
+    return _decode_dead_letters(body)
+
+
+def decode_replay(body: bytes) -> ReplayResult:
+    return _decode_replay(body)
+
+
+def decode_purged(body: bytes) -> int:
+    return _decode_purged(body).purged

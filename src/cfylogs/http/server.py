@@ -187,7 +187,7 @@ async def serve(settings: Settings) -> None:
 
 def _hint_legacy_home(settings: Settings) -> None:
     """The Java server's home is the default home_directory too: say what is not served."""
-    from cfylogs.legacy import is_legacy_home
+    from cfylogs.cli.legacy import is_legacy_home
     from cfylogs.storage.sqlite import DB_FILE
 
     home = settings.home_directory

@@ -1,18 +1,18 @@
 """`cfylogs dead-letters list|replay|purge URL`: what `ingest.accept` kept from consumers.
 
-Thin, like the other client commands: one API call each, through the client.
+Thin, like the other client commands: one `Client` call each.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-from typing import Any
+from dataclasses import asdict
 
 import click
 
-from cfylogs.client import calls
-from cfylogs.commands import ClientFactory, connection_options, failures, url_argument
+from cfylogs.cli.options import ClientFactory, connection_options, failures, url_argument
+from cfylogs.client import DeadLetter
 
 EVENT_WIDTH = 80
 
@@ -47,23 +47,23 @@ def list_(url: str, after: int, limit: int, as_json: bool, client_factory: Clien
       cfylogs dead-letters list http://127.0.0.1:8200 --after 500 --json | jq .
     """
     with failures(), client_factory(url) as client:
-        page = client.send(calls.dead_letters(after, limit))
+        page = client.dead_letters(after, limit)
     if as_json:
-        click.echo(json.dumps(page, indent=2))
+        click.echo(json.dumps(asdict(page), indent=2))
         return
-    click.echo(f"{page['total']} dead letter(s)")
-    for letter in page["dead_letters"]:
+    click.echo(f"{page.total} dead letter(s)")
+    for letter in page.dead_letters:
         click.echo(_line(letter))
-    if page["next_after"] is not None:
-        click.echo(f"more: --after {page['next_after']}")
+    if page.next_after is not None:
+        click.echo(f"more: --after {page.next_after}")
 
 
-def _line(letter: dict[str, Any]) -> str:
-    when = datetime.datetime.fromtimestamp(letter["received"], datetime.UTC)
-    event = json.dumps(letter["event"], separators=(",", ":"))
+def _line(letter: DeadLetter) -> str:
+    when = datetime.datetime.fromtimestamp(letter.received, datetime.UTC)
+    event = json.dumps(letter.event, separators=(",", ":"))
     if len(event) > EVENT_WIDTH:
         event = event[: EVENT_WIDTH - 3] + "..."
-    return f"{letter['id']:>8}  {when:%Y-%m-%dT%H:%M:%SZ}  {letter['reason']}\n          {event}"
+    return f"{letter.id:>8}  {when:%Y-%m-%dT%H:%M:%SZ}  {letter.reason}\n          {event}"
 
 
 @dead_letters.command()
@@ -81,11 +81,11 @@ def replay(url: str, ids: tuple[int, ...], all_: bool, client_factory: ClientFac
     """
     selection = _selection(ids, all_)
     with failures(), client_factory(url) as client:
-        answer = client.send(calls.replay_dead_letters(selection))
-    click.echo(f"replayed {answer['replayed']} dead letter(s)")
-    if answer["kept_no_registration"]:
+        answer = client.replay_dead_letters(selection)
+    click.echo(f"replayed {answer.replayed} dead letter(s)")
+    if answer.kept_no_registration:
         click.echo(
-            f"kept {answer['kept_no_registration']}: no registration exists to receive them",
+            f"kept {answer.kept_no_registration}: no registration exists to receive them",
             err=True,
         )
 
@@ -105,5 +105,5 @@ def purge(url: str, ids: tuple[int, ...], all_: bool, client_factory: ClientFact
     """
     selection = _selection(ids, all_)
     with failures(), client_factory(url) as client:
-        answer = client.send(calls.purge_dead_letters(selection))
-    click.echo(f"purged {answer['purged']} dead letter(s)")
+        purged = client.purge_dead_letters(selection)
+    click.echo(f"purged {purged} dead letter(s)")

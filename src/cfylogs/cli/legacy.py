@@ -7,22 +7,29 @@ unacknowledged batches `<batchId>.json`, each `{"id": <batchId>, "entries":
 under the same id with those batches (`Storage.adopt`), so every orchestrator
 goes on where it was, with batch ids growing from the legacy ones.
 
-Nothing is dropped silently: a batch file that cannot be read is reported
-(and makes the exit status 1), as is a directory `registrations.json` does
-not name. A registration is adopted once, with the batches readable then:
+Nothing is dropped silently: a file that is not imported is reported (and
+makes the exit status 1): a batch file that cannot be read, a file in a
+registration's directory that is not named `<batchId>.json` (the Java
+server keeps nothing else there), a directory `registrations.json` does not
+name. A registration is adopted once, with the batches readable then:
 running the import again adopts nothing twice.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from cfylogs.storage.base import Storage
+
+if TYPE_CHECKING:
+    from cfylogs.config import Settings
 
 REGISTRATIONS_FILE = "registrations.json"
 _BATCH_FILE = re.compile(r"^([0-9]+)\.json$")
@@ -81,7 +88,7 @@ class LegacyHome:
     path: Path
     registration_ids: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    #: Harmless oddities (empty batch files, stray files), shown for completeness.
+    #: Harmless oddities (batch files without entries, empty stray directories).
     notes: list[Problem] = field(default_factory=list)
 
 
@@ -135,7 +142,7 @@ def read_registration(home: LegacyHome, registration_id: str) -> LegacyRegistrat
     for child in directory.iterdir():
         match = _BATCH_FILE.match(child.name)
         if match is None:
-            home.notes.append(Problem(child, "not a batch file (<batchId>.json); ignored"))
+            home.problems.append(Problem(child, "not a batch file (named <batchId>.json)"))
         elif len(match.group(1)) > 19 or int(match.group(1)) > _MAX_BATCH_ID:
             home.problems.append(Problem(child, "damaged: the batch id is out of range"))
         else:
@@ -185,15 +192,16 @@ async def import_home(
     With `dry_run`, nothing is written; `store` (None: an empty one) only tells
     which registrations exist already.
     """
+    if store is None and not dry_run:
+        raise ValueError("an import needs a store; only a dry run goes without one")
     result = ImportResult()
     known = {r.id for r in await store.registrations()} if store is not None and dry_run else set()
     verb = "would adopt" if dry_run else "adopted"
     for registration_id in home.registration_ids:
         reg = read_registration(home, registration_id)
-        if dry_run:
+        if dry_run or store is None:
             fresh = reg.id not in known
         else:
-            assert store is not None
             batches = [(b.id, b.entries) for b in reg.batches]
             fresh = await store.adopt(reg.id, batches, now)
         if fresh:
@@ -205,10 +213,14 @@ async def import_home(
     return result
 
 
+def problem_lines(home: LegacyHome) -> list[str]:
+    """What was not imported, one line each (for stderr)."""
+    return [f"NOT IMPORTED {p.path}: {p.reason}" for p in home.problems]
+
+
 def summary(home: LegacyHome, result: ImportResult, dry_run: bool) -> list[str]:
-    """The closing lines: problems first (to stderr), then the totals."""
-    lines = [f"NOT IMPORTED {p.path}: {p.reason}" for p in home.problems]
-    lines += [f"note {p.path}: {p.reason}" for p in home.notes]
+    """The closing lines after the problems: the notes, then the totals."""
+    lines = [f"note {p.path}: {p.reason}" for p in home.notes]
     batches = sum(b for _, b, _ in result.adopted)
     events = sum(e for _, _, e in result.adopted)
     lines.append(
@@ -217,3 +229,28 @@ def summary(home: LegacyHome, result: ImportResult, dry_run: bool) -> list[str]:
         f"{len(home.problems)} problems"
     )
     return lines
+
+
+async def run_import(
+    settings: Settings, home: LegacyHome, dry_run: bool, echo: Callable[[str], None]
+) -> ImportResult:
+    """Open the store of `settings` (unless a dry run has none to look at), import, close."""
+    from cfylogs.storage import create_storage
+
+    # A dry run must not create the embedded store just to find it empty.
+    embedded = settings.storage_backend == "sqlite"
+    if dry_run and embedded and not _embedded_store_exists(settings.home_directory):
+        return await import_home(home, None, time.time(), echo, dry_run=True)
+    store = create_storage(settings)
+    await store.open()
+    try:
+        return await import_home(home, store, time.time(), echo, dry_run)
+    finally:
+        await store.close()
+
+
+def _embedded_store_exists(home: Path) -> bool:
+    # TODO: switch to cfylogs.storage.embedded_store_exists(home) once the storage split lands.
+    from cfylogs.storage.sqlite import DB_FILE
+
+    return (home / DB_FILE).exists()
