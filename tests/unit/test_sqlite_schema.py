@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from cfylogs.http.app import render_batch
+from cfylogs.http.render import render_batch
 from cfylogs.models import JoinedEntries
 from cfylogs.storage.sqlite import _SCHEMA, DB_FILE, SCHEMA_VERSION, SqliteStorage, _pack
 

@@ -190,6 +190,8 @@ class App:
     async def ack(self, request: Request, path: list[str]) -> Response:
         registration_id = params.registration_id(path[0])
         result = await self.relay.ack(registration_id, params.batch_id(path[1]))
+        if result.acknowledged:
+            self.batches.forget(registration_id)
         return json_response({"acknowledged": result.acknowledged, "events": result.events})
 
     async def register(self, request: Request, _: list[str]) -> Response:

@@ -36,7 +36,7 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
 
 import httptools
@@ -67,6 +67,12 @@ SLICE = 16 * 1024
 SINGLE_HEADERS = frozenset(
     (b"authorization", b"content-length", b"content-type", b"content-encoding", b"host")
 )
+
+#: After answering with a close, what a client still sends is read and dropped for at
+#: most this long or this much, so that it reads its answer before the connection is
+#: gone (closing with unread input resets it, and the answer may be lost with it).
+LINGER_SEC = 2.0
+LINGER_BYTES = 4 * 1024**2
 
 _PAUSE_BUDGET = 1
 _PAUSE_PIPELINE = 2
@@ -225,6 +231,10 @@ class Connection(asyncio.Protocol):
         #: request (llhttp stops at its head), and whether it is being parsed now.
         self._upgrade_body_head: bytes | None = None
         self._synthetic = False
+        #: The client shut its side (EOF); we shut ours and drop what it sends.
+        self._eof = False
+        self._lingering = False
+        self._lingered = 0
         #: Fed while a head is not over, past which it is refused (431) even before
         #: on_header sees the line in progress; one slice of slack.
         self._max_head_bytes = self.limits.max_url_bytes + self.limits.max_header_bytes + SLICE
@@ -232,8 +242,8 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         ssl_object = transport.get_extra_info("ssl_object")
@@ -247,6 +257,10 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.stopped:
+            if self._lingering:
+                self._lingered += len(data)
+                if self._lingered > LINGER_BYTES and self.transport is not None:
+                    self.transport.close()
             return
         if self.stash:
             data, self.stash = self.stash + data, b""
@@ -254,10 +268,10 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A client may send its requests and shut its side: its answers are still due.
-        self.stopped = True
+        self.stopped = self._eof = True
         self._drop_partial_head()
-        if not self.queue and self.transport is not None:
-            self.transport.close()
+        if self._lingering or (not self.queue and self.current is None):
+            self._close()
         return None if self.tls else True  # asyncio's TLS cannot stay half-open
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -292,6 +306,26 @@ class Connection(asyncio.Protocol):
         self.loop.call_soon(self._resume)
 
     # --- graceful stop
+
+    def _close(self) -> None:
+        """Close once the answers are written; a client still sending gets a moment to read
+        them first (we half-close, and drop what it sends until it closes or lingers)."""
+        transport = self.transport
+        if transport is None or self.gone or self._lingering:
+            if self._lingering and transport is not None and self._eof:
+                transport.close()
+            return
+        self.stopped = True
+        if self._eof or self.tls or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = True
+        self.pauses = 0
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        self._arm(LINGER_SEC, keep_alive=True)
 
     def shutdown(self) -> None:
         self.stopped = True
@@ -529,8 +563,7 @@ class Connection(asyncio.Protocol):
             return
         if self.current is None and not self.queue and self.reading is None:
             if self.stopped:
-                if self.transport is not None and not self.gone:
-                    self.transport.close()
+                self._close()
             elif not self._in_head:
                 self._arm(self.limits.keep_alive, keep_alive=True)
 
@@ -558,7 +591,7 @@ class Connection(asyncio.Protocol):
         for buffer in encode_response(response, connection, date, request.method == "HEAD"):
             transport.write(buffer)
         if not keep_alive:
-            transport.close()
+            self._close()
             return
         if self.pauses & _PAUSE_PIPELINE and len(self.queue) <= MAX_PIPELINE // 2:
             self.pauses &= ~_PAUSE_PIPELINE
@@ -603,7 +636,7 @@ class Connection(asyncio.Protocol):
         if self.gone or self.transport is None:
             return
         if self._deadline_is_keep_alive:
-            if self.current is None and not self.queue and self.reading is None:
+            if self._lingering or (self.current is None and not self.queue and not self._in_head):
                 self.transport.close()
             return
         if self.reading is None and not self._in_head and self.queue:

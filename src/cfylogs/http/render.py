@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import weakref
+import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -32,39 +33,49 @@ def error_response(error: RelayError) -> Response:
     return Response(body, error.status, headers)
 
 
-class RenderedBody(bytes):
-    """A rendered batch, weakly referenced by `BatchBodies` (plain bytes cannot be)."""
-
-
 class BatchBodies:
     """One rendered body per pending batch, shared by every answer that carries it.
 
     A batch id names the same bytes for as long as it is pending, on every
     relay: a thousand long polls of one registration woken by one append get
     one body between them (the event loop's transports keep a reference to
-    what they were given, not a copy), so memory stays flat however many
-    wait. Weak: a body lives as long as an answer still holds it.
+    what they are given, not a copy), so memory stays flat however many
+    wait. A body is kept while its batch is the one last handed out for its
+    registration, until it is acknowledged through this relay or another
+    body is rendered more than `keep_sec` after it was last handed out: at
+    most one body per registration, and none for long after the traffic.
+    Owned by the event loop thread.
     """
 
-    def __init__(self) -> None:
-        self._bodies: weakref.WeakValueDictionary[tuple[str, int], RenderedBody] = (
-            weakref.WeakValueDictionary()
-        )
+    def __init__(self, keep_sec: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.keep_sec = keep_sec
+        self._clock = clock
+        #: registration id -> (batch id, body, when last handed out)
+        self._bodies: dict[str, tuple[int, bytes, float]] = {}
 
     def render(self, batch: Batch | None) -> bytes:
         if batch is None:
             return EMPTY_BATCH
-        key = (batch.registration_id, batch.id)
-        body = self._bodies.get(key)
-        if body is None:
-            body = RenderedBody(render_batch(batch))
-            self._bodies[key] = body
+        now = self._clock()
+        kept = self._bodies.get(batch.registration_id)
+        if kept is not None and kept[0] == batch.id:
+            body = kept[1]
+        else:
+            self._sweep(now)
+            body = render_batch(batch)
+        self._bodies[batch.registration_id] = (batch.id, body, now)
         return body
 
     def forget(self, registration_id: str) -> None:
-        """A removed registration's ids may one day name other bytes (an import)."""
-        for key in [k for k in self._bodies if k[0] == registration_id]:
-            self._bodies.pop(key, None)
+        self._bodies.pop(registration_id, None)
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+    def _sweep(self, now: float) -> None:
+        stale = [rid for rid, (_, _, used) in self._bodies.items() if now - used > self.keep_sec]
+        for registration_id in stale:
+            del self._bodies[registration_id]
 
 
 def render_batch(batch: Batch | None) -> bytes:
