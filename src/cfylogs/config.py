@@ -234,8 +234,9 @@ class Settings:
         "server.max_ingest_bytes_in_flight",
         64 * 1024**2,
         Size(0),
-        "Request bodies held in memory at once by ingest (about 2.5 times that in all); "
-        "requests beyond wait their turn, unread, and are never refused (0: no limit).",
+        "Request body bytes received and held in memory at once (about 2.5 times that in all, "
+        "with decoding); beyond, connections stop reading their bodies until room is given "
+        "back, and are never refused (0: no limit).",
     )
     server_max_url_bytes: int = setting(
         "server.max_url_bytes",

@@ -1,76 +1,64 @@
-"""The ingest byte budget: shares in arrival order, nobody refused, nothing leaked."""
+"""The body budget: bytes received are counted, readers pause beyond it, the oldest goes on."""
 
 from __future__ import annotations
-
-import asyncio
-
-import pytest
 
 from cfylogs.http.budget import ByteBudget
 
 
-async def _holder(
-    budget: ByteBudget, size: int, started: list[int], release: asyncio.Event
-) -> None:
-    async with budget.hold(size):
-        started.append(size)
-        await release.wait()
+class FakeReader:
+    """A connection as the budget sees it: told when it may read on."""
+
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def resume_body(self) -> None:
+        self.resumed += 1
 
 
-async def test_requests_beyond_the_budget_wait_in_arrival_order() -> None:
+def test_what_is_declared_costs_nothing_only_what_arrives_counts() -> None:
     budget = ByteBudget(100)
-    started: list[int] = []
-    release = [asyncio.Event() for _ in range(4)]
-    tasks = [
-        asyncio.create_task(_holder(budget, size, started, release[i]))
-        for i, size in enumerate((60, 50, 30, 10))
-    ]
-    await asyncio.sleep(0)
-    # 60 holds; 50 does not fit, and 30 and 10, which would, queue behind it (no overtaking)
-    assert started == [60] and budget.used == 60 and budget.waiting == 3
-    release[0].set()
-    await tasks[0]
-    await asyncio.sleep(0)
-    assert started == [60, 50, 30, 10] and budget.used == 90
-    for event in release[1:]:
-        event.set()
-    await asyncio.gather(*tasks)
-    assert budget.used == 0 and budget.waiting == 0
+    idle = [FakeReader() for _ in range(50)]
+    for reader in idle:
+        budget.start_body(reader)  # fifty bodies begun, not a byte sent
+    assert budget.used == 0 and not budget.spent()
+    late = FakeReader()
+    budget.start_body(late)
+    budget.add(60)
+    assert budget.may_read(late)
 
 
-async def test_a_request_larger_than_the_budget_goes_alone() -> None:
+def test_past_the_budget_readers_wait_but_the_oldest_goes_on() -> None:
     budget = ByteBudget(100)
-    started: list[int] = []
-    release = asyncio.Event()
-    big = asyncio.create_task(_holder(budget, 1000, started, release))
-    await asyncio.sleep(0)
-    assert started == [1000] and budget.used == 100
-    small = asyncio.create_task(_holder(budget, 1, started, release))
-    await asyncio.sleep(0)
-    assert started == [1000]
-    release.set()
-    await asyncio.gather(big, small)
-    assert started == [1000, 1] and budget.used == 0
+    first, second, third = FakeReader(), FakeReader(), FakeReader()
+    for reader in (first, second, third):
+        budget.start_body(reader)
+    budget.add(120)  # more arrived than the budget
+    assert budget.spent()
+    assert budget.may_read(first)  # the oldest body completes whatever the budget
+    assert not budget.may_read(second) and not budget.may_read(third)
+    assert budget.waiting == 2
+    budget.end_body(first)
+    budget.release(70)  # first's request answered: room again
+    assert second.resumed == third.resumed == 1 and budget.waiting == 0
+    assert first.resumed == 0
 
 
-async def test_a_waiter_cancelled_leaves_no_share_behind() -> None:
-    budget = ByteBudget(100)
-    started: list[int] = []
-    release = asyncio.Event()
-    first = asyncio.create_task(_holder(budget, 100, started, release))
-    await asyncio.sleep(0)
-    waiter = asyncio.create_task(_holder(budget, 50, started, release))
-    after = asyncio.create_task(_holder(budget, 50, started, release))
-    await asyncio.sleep(0)
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    release.set()
-    await asyncio.gather(first, after)
-    assert started == [100, 50] and budget.used == 0 and budget.waiting == 0
+def test_a_reader_that_goes_away_is_not_resumed() -> None:
+    budget = ByteBudget(10)
+    holder, gone = FakeReader(), FakeReader()
+    budget.start_body(holder)
+    budget.start_body(gone)
+    budget.add(10)
+    assert not budget.may_read(gone)
+    budget.end_body(gone)  # its connection was lost while it waited
+    budget.release(10)
+    assert gone.resumed == 0 and budget.waiting == 0 and budget.used == 0
 
 
-async def test_no_budget_holds_nothing() -> None:
+def test_no_budget_never_pauses() -> None:
     budget = ByteBudget(0)
-    async with budget.hold(10**12):
-        assert budget.used == 0
+    reader, other = FakeReader(), FakeReader()
+    budget.start_body(reader)
+    budget.start_body(other)
+    budget.add(10**12)
+    assert not budget.spent() and budget.may_read(other)

@@ -348,6 +348,8 @@ class Connection(asyncio.Protocol):
                 self.stash = data[pos:]
                 self._pause_reading()
                 break
+            if view is None and pos:
+                view = memoryview(data)  # resumed after an Upgrade request, mid-buffer
             piece = data if view is None else view[pos : pos + SLICE]
             try:
                 self.parser.feed_data(piece)
@@ -564,8 +566,6 @@ class Connection(asyncio.Protocol):
         if self.current is None and not self.queue and self.reading is None:
             if self.stopped:
                 self._close()
-            elif not self._in_head:
-                self._arm(self.limits.keep_alive, keep_alive=True)
 
     async def _answer(self, request: Exchange) -> None:
         try:
@@ -593,6 +593,9 @@ class Connection(asyncio.Protocol):
         if not keep_alive:
             self._close()
             return
+        if not self.queue and self.reading is None and not self._in_head:
+            # Idle from now on: bytes that are no request (bare CRLFs) do not push it back.
+            self._arm(self.limits.keep_alive, keep_alive=True)
         if self.pauses & _PAUSE_PIPELINE and len(self.queue) <= MAX_PIPELINE // 2:
             self.pauses &= ~_PAUSE_PIPELINE
             self.loop.call_soon(self._resume)
