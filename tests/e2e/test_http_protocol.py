@@ -45,9 +45,7 @@ def test_pipelined_requests_are_answered_in_order_and_all_stored(
     assert [e.get("seq") for e in stored] == [0, 1, 2, None, 3, 4]  # in request order
 
 
-def test_pipelined_requests_of_every_route_answer_in_order(
-    server: ServerProcess, api: Api
-) -> None:
+def test_pipelined_requests_of_every_route_answer_in_order(server: ServerProcess, api: Api) -> None:
     registration_id = api.register()
     with connect(server) as sock:
         sock.sendall(

@@ -563,9 +563,8 @@ class Connection(asyncio.Protocol):
                 return
             self.current = self.loop.create_task(self._answer(request))
             return
-        if self.current is None and not self.queue and self.reading is None:
-            if self.stopped:
-                self._close()
+        if self.current is None and not self.queue and self.reading is None and self.stopped:
+            self._close()
 
     async def _answer(self, request: Exchange) -> None:
         try:
