@@ -36,5 +36,3 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn's start-up chatter duplicates ours; keep its warnings and errors.
-    logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, root.level))

@@ -215,6 +215,8 @@ class Connection(asyncio.Protocol):
         self.stash = b""
         self.pauses = 0
         self.reading_paused = False
+        #: Whether the body budget knows this connection as reading a body.
+        self.in_budget = False
         #: No further request is read (error, close, EOF, shutdown).
         self.stopped = False
         self.gone = False
@@ -277,7 +279,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = self.stopped = True
         self.deadline.close()
-        self.site.budget.end_body(self)
+        self._end_body()
         self.site.closed(self)
         answering = self.queue[0] if self.current is not None and self.queue else None
         for request in self.queue:
@@ -375,13 +377,14 @@ class Connection(asyncio.Protocol):
                     self._refuse(self._headers_too_large())
                     break
             reading = self.reading
-            if (
-                reading is not None
-                and reading.held
-                and not reading.discard
-                and not self.site.budget.may_read(self)
-            ):
-                self.pauses |= _PAUSE_BUDGET
+            if reading is not None and reading.held and not reading.discard:
+                # A body still coming after this slice: it reads on while the budget lets it.
+                # (Most bodies arrive with their head and never get here.)
+                if not self.in_budget:
+                    self.in_budget = True
+                    self.site.budget.start_body(self)
+                if not self.site.budget.may_read(self):
+                    self.pauses |= _PAUSE_BUDGET
         self._next()
 
     def _restart_parser(self) -> None:
@@ -498,7 +501,6 @@ class Connection(asyncio.Protocol):
                     # Not worth reading (or not coming): answer now, then close.
                     request.close = self.stopped = True
         elif has_body:
-            self.site.budget.start_body(self)
             request.expect_continue = expect
         if request.close:
             self.reading = None
@@ -520,7 +522,7 @@ class Connection(asyncio.Protocol):
             request.discard = request.close = self.stopped = True
             request.parts = []
             request.release()
-            self.site.budget.end_body(self)
+            self._end_body()
             return
         request.parts.append(body)
         request.size = size
@@ -537,7 +539,7 @@ class Connection(asyncio.Protocol):
         if parts:
             request.body = parts[0] if len(parts) == 1 else b"".join(parts)
             request.parts = []
-            self.site.budget.end_body(self)
+            self._end_body()
         if not request.keep_alive:
             self.stopped = True  # nothing after a request that closes the connection
         if len(self.queue) > MAX_PIPELINE:
@@ -612,10 +614,15 @@ class Connection(asyncio.Protocol):
             self.reading = None
             request.parts = []
             request.release()
-            self.site.budget.end_body(self)
+            self._end_body()
         request.early = error
         request.close = True
         self._in_head = False
+
+    def _end_body(self) -> None:
+        if self.in_budget:
+            self.in_budget = False
+            self.site.budget.end_body(self)
 
     def _drop_partial_head(self) -> None:
         """A request begun but not read whole will never be: forget it."""
@@ -625,7 +632,7 @@ class Connection(asyncio.Protocol):
             if self.queue and self.queue[-1] is request:
                 self.queue.pop()
             request.release()
-            self.site.budget.end_body(self)
+            self._end_body()
         self._in_head = False
 
     # --- time
