@@ -59,7 +59,8 @@ _MAX_ID_LENGTH = 200
 _encode = msgspec.json.Encoder().encode
 _OPENAPI_JSON = _encode(OPENAPI)
 Raw = msgspec.Raw
-_REPLAY = ["dead-letters", "replay"]
+#: Routes that start with two fixed words (the others alternate words and parameters).
+_FIXED_PREFIXES = {("dead-letters", "replay"), ("console", "history"), ("console", "tail")}
 DEFAULT_DEAD_LETTER_PAGE = 100
 MAX_DEAD_LETTER_PAGE = 1000
 #: Largest id SQLite and PostgreSQL store (64-bit signed).
@@ -174,6 +175,9 @@ class App:
         self.options = options or HttpOptions()
         #: Shared by every listener of one relay (server.py passes one).
         self.metrics = metrics or Metrics(relay)
+        # Here, not at the top: the console's module takes Request and Response from this one.
+        from cfylogs.http import console
+
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "logs"): self.ingest,
             ("GET", "logs/*"): self.fetch,
@@ -184,6 +188,7 @@ class App:
             ("GET", "dead-letters"): self.list_dead_letters,
             ("POST", "dead-letters/replay"): self.replay_dead_letters,
             ("DELETE", "dead-letters"): self.purge_dead_letters,
+            **console.api_routes(relay),
         }
         #: Routes outside /api/v1, GET (and HEAD) only.
         self._plain: dict[str, Handler] = {
@@ -191,6 +196,8 @@ class App:
             "metrics": self.prometheus,
             "openapi.json": self.openapi,
         }
+        #: The console's page: `/ui/` and its files (GET and HEAD, no token).
+        self._console_file: Handler = console.static_file
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -270,7 +277,7 @@ class App:
         credentials, and it shows no event, registration or id; so does the
         OpenAPI document, which describes the API and holds no data.
         """
-        if handler in (self.health, self.openapi):
+        if handler in (self.health, self.openapi, self._console_file):
             return
         if handler == self.ingest:
             token, setting = self.options.ingest_token, "security.ingest_token"
@@ -291,6 +298,10 @@ class App:
         elif len(parts) == 1 and parts[0] in self._plain:
             if method in ("GET", "HEAD"):
                 return self._plain[parts[0]], [], "/" + parts[0]
+            raise MethodNotAllowed(f"{method} is not allowed on {path}")
+        elif parts[:1] == ["ui"] and len(parts) <= 2:
+            if method in ("GET", "HEAD"):
+                return self._console_file, parts[1:], "/ui/{file}"
             raise MethodNotAllowed(f"{method} is not allowed on {path}")
         raise NotFound(f"No such endpoint: {method} {path}")
 
@@ -456,10 +467,10 @@ def _template(shape: str) -> str:
 
 def _shape(parts: list[str]) -> tuple[str, list[str]]:
     """`logs/abc/ack/3` -> (`logs/*/ack/*`, [abc, 3])."""
-    fixed = {"logs", "registration", "ack", "dead-letters"}
+    fixed = {"logs", "registration", "ack", "dead-letters", "console"}
     shape, params = [], []
     for index, part in enumerate(parts):
-        if (part in fixed and (index % 2 == 0)) or parts[: index + 1] == _REPLAY:
+        if (part in fixed and (index % 2 == 0)) or tuple(parts[: index + 1]) in _FIXED_PREFIXES:
             shape.append(part)
         else:
             shape.append("*")
