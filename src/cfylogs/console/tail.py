@@ -200,10 +200,11 @@ class Tail:
     # --- the viewers' side
 
     def read(self, after: int | None, limit: int, wanted: TailFilter) -> TailPage:
-        """The events after `after` (None: whatever the ring holds), the newest
-        `limit` of those that match."""
-        oldest = self.head - self._count + 1
-        if after is None or after > self.head:  # a new viewer, or a cursor of another run
+        """The newest `limit` of the events after `after` that match (after None:
+        of those the ring holds, a viewer joining)."""
+        oldest = self._ring[0].first_seq if self._ring else self.head + 1
+        joining = after is None or after > self.head  # a new viewer, or a cursor of another run
+        if after is None or joining:
             after, missed = oldest - 1, 0
         else:
             missed = max(0, oldest - 1 - after)
@@ -216,7 +217,8 @@ class Tail:
                     newest_first.append(event)
             if chunk.first_seq <= after:
                 break
-        missed += max(0, len(newest_first) - limit)
+        if not joining:  # a new viewer has missed nothing: it starts with the newest
+            missed += max(0, len(newest_first) - limit)
         matching = newest_first[:limit]
         matching.reverse()
         return TailPage(matching, self.head, missed)
