@@ -61,9 +61,7 @@ async def test_rates_are_per_second_between_samples(relay: Relay, clock: Clock) 
     assert third.backlog_events == 1 and third.backlog_bytes == len(b'{"n":1}')
 
 
-async def test_registration_series_are_aligned_with_the_samples(
-    relay: Relay, clock: Clock
-) -> None:
+async def test_registration_series_are_aligned_with_the_samples(relay: Relay, clock: Clock) -> None:
     history = history_of(relay, clock)
     a = await relay.register("a")
     await relay.ingest([b"{}"] * 3)
@@ -85,7 +83,7 @@ async def test_registration_series_are_aligned_with_the_samples(
 async def test_it_keeps_its_capacity(relay: Relay, clock: Clock) -> None:
     history = history_of(relay, clock, capacity=3)
     reg = await relay.register()
-    for n in range(5):
+    for _ in range(5):
         await relay.ingest([b"{}"])
         await history.sample()
         clock.now += 5

@@ -94,7 +94,10 @@ async def test_an_oversized_event_is_held_as_its_size() -> None:
     huge = log(1, text="y" * (tail.MAX_EVENT_BYTES + 1))
     t.offer([huge, log(2)])
     page = t.read(0, 10, ANY)
-    assert [(e.raw is None, e.size) for e in page.events] == [(True, len(huge)), (False, len(log(2)))]
+    assert [(e.raw is None, e.size) for e in page.events] == [
+        (True, len(huge)),
+        (False, len(log(2))),
+    ]
     assert [e.seq for e in t.read(0, 10, TailFilter(level="info")).events] == [2]
     t.close()
 
