@@ -17,9 +17,9 @@ const COLUMNS = [
   ["backlog_bytes", "Bytes", (r) => r.backlog_bytes, (r) => size(r.backlog_bytes), true],
   ["oldest", "Oldest unacked", (r) => -(r.oldest_unacked_at ?? Infinity),
     (r) => (r.oldest_unacked_at ? age(serverNow() - r.oldest_unacked_at) : "-"), true],
-  ["pending", "Pending batch", (r) => r.pending_batch_id ?? -1,
+  ["pending", "Pending", (r) => r.pending_batch_id ?? -1,
     (r) => (r.pending_batch_id === null ? "-" : `#${r.pending_batch_id} ×${r.pending_deliveries}`), true],
-  ["redeliveries", "Redeliveries", (r) => r.redeliveries, (r) => count(r.redeliveries), true],
+  ["redeliveries", "Redeliv.", (r) => r.redeliveries, (r) => count(r.redeliveries), true],
   ["dropped", "Dropped", (r) => r.dropped_events, (r) => count(r.dropped_events), true],
 ];
 
@@ -51,7 +51,7 @@ export class RegistrationsView {
       th.addEventListener("click", () => this.sortBy(key));
       head.append(th);
     }
-    head.append(el("th", {}, "Backlog, last hour"), el("th", {}, "State"), el("th", {}, ""));
+    head.append(el("th", { title: "Backlog (events) over the last hour" }, "Trend"), el("th", {}, "State"), el("th", {}, ""));
   }
 
   show() {

@@ -7,6 +7,9 @@ import { count, el, prettyFields, size } from "./format.js";
 const $ = (id) => document.getElementById(id);
 const MAX_ROWS = 1000;
 const WAIT_SEC = 20;
+// After an answer with events, wait this long before the next poll: nobody reads
+// faster, and a viewer kept busy by a fast stream would cost the relay a poll per event.
+const PAUSE_MS = 250;
 
 export class TailView {
   constructor() {
@@ -90,6 +93,7 @@ export class TailView {
         if (generation !== this.generation) return;
         this.cursor = page.last;
         this.receive(page);
+        if (page.events.length || page.missed) await new Promise((resolve) => setTimeout(resolve, PAUSE_MS));
       } catch (error) {
         if (error.name === "AbortError" || error instanceof Unauthorized) return;
         $("tail-status").textContent = `The relay did not answer (${error.message}); trying again.`;
