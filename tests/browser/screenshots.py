@@ -113,10 +113,15 @@ class Traffic:
             thread.join(15)
 
 
-def shoot(driver: Any, url: str, view: str, path: Path, ready: str) -> None:
+def shoot(
+    driver: Any, url: str, view: str, path: Path, ready: str, clicks: tuple[str, ...] = ()
+) -> None:
+    """Open `view`, wait for `ready` (a CSS selector), click `clicks` in turn, save a PNG."""
     driver.get("about:blank")
     driver.get(f"{url}/ui/#{view}")
     WebDriverWait(driver, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, ready))
+    for css in clicks:
+        driver.find_element(By.CSS_SELECTOR, css).click()
     time.sleep(0.5)  # let the charts draw at their final size
     driver.save_screenshot(str(path))
     print(f"wrote {path}")
@@ -156,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
                 shoot(
                     driver, server.url, "registrations", args.out / "registrations.png", "td .spark"
                 )
-                shoot(driver, server.url, "dead-letters", args.out / "dead-letters.png", "tbody tr")
+                letters = "#dead-letters-table tbody tr:not(.detail)"
+                picks = (f"{letters}:nth-child(1) button", f"{letters}:nth-child(3) input",
+                         f"{letters}:nth-child(5) input")  # fmt: skip
+                path = args.out / "dead-letters.png"
+                shoot(driver, server.url, "dead-letters", path, letters, picks)
                 driver.get(f"{server.url}/ui/#tail")
                 time.sleep(6)  # a few seconds of events
                 rows = driver.find_elements(By.CSS_SELECTOR, "#tail-events .row")

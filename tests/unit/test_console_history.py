@@ -12,14 +12,7 @@ from cfylogs.console.history import MAX_TRACKED, History
 from cfylogs.errors import StorageUnavailable
 from cfylogs.relay import Relay
 from cfylogs.storage.sqlite import SqliteStorage
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.test_relay import Clock
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ for the first `MAX_TRACKED` registrations (oldest first).
 It lives in memory only: a restarted relay starts a new history (its
 counters start again too), and with a shared PostgreSQL store each relay
 has its own history of its own counters (the backlog is the shared one).
-About 150 KiB when full.
+About 500 KiB when full with 50 registrations tracked (tracemalloc).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ export class DeadLettersView {
         if (e.target.checked) this.selected.add(letter.id);
         else this.selected.delete(letter.id);
       }
-      this.render();
+      for (const box of document.querySelectorAll("#dead-letters-table tbody input")) box.checked = e.target.checked;
+      this.controls();
     });
   }
 
@@ -58,9 +59,14 @@ export class DeadLettersView {
   render() {
     $("dead-letters-count").textContent = `(${count(this.total)})`;
     $("dead-letters-more").hidden = this.nextAfter === null;
+    $("dead-letters-table").tBodies[0].replaceChildren(...this.letters.flatMap((d) => this.rows(d)));
+    this.controls();
+  }
+
+  /** The buttons and the select-all box, after the selection changed (rows stay as they are). */
+  controls() {
     $("dead-letters-replay").disabled = $("dead-letters-purge").disabled = this.selected.size === 0;
     $("dead-letters-all").checked = this.letters.length > 0 && this.selected.size === this.letters.length;
-    $("dead-letters-table").tBodies[0].replaceChildren(...this.letters.flatMap((d) => this.rows(d)));
   }
 
   rows(letter) {
@@ -68,7 +74,7 @@ export class DeadLettersView {
     box.addEventListener("change", () => {
       if (box.checked) this.selected.add(letter.id);
       else this.selected.delete(letter.id);
-      this.render();
+      this.controls();
     });
     const detail = el("tr", { hidden: true, className: "detail" },
       el("td", { colSpan: 6 }, el("pre", { className: "json" }, JSON.stringify(letter.event, null, 2))));
