@@ -128,7 +128,8 @@ class History:
             self._series = {r.id: self._series.get(r.id) or self._new_series() for r in tracked}
             for reg in tracked:
                 self._append(self._series[reg.id], number, reg.backlog_events)
-        sample = Sample(self.relay.clock(), *rates, backlog_events, backlog_bytes)
+        # Rounded as the API shows it, so that `window(after=)` of a shown time is exact.
+        sample = Sample(round(self.relay.clock(), 3), *rates, backlog_events, backlog_bytes)
         self._samples.append(sample)
         self._taken += 1
         return sample

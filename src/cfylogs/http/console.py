@@ -123,7 +123,7 @@ class ConsoleApi:
         body = {
             "now": self.relay.clock(),
             "interval_sec": self.relay.history.interval,
-            "time": [round(s.at, 3) for s in samples],
+            "time": [s.at for s in samples],
             "received_per_sec": [s.received_per_sec for s in samples],
             "delivered_per_sec": [s.delivered_per_sec for s in samples],
             "acknowledged_per_sec": [s.acknowledged_per_sec for s in samples],
