@@ -45,6 +45,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="also run the cfylogs of another checkout (its src/ directory is used), "
         "alternated with this one in every round: before/after comparisons",
     )
+    p.add_argument(
+        "--console-viewer",
+        action="store_true",
+        help="also run cfylogs with one live-tail viewer of the web console during P1 and P2",
+    )
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="report directory")
     return p.parse_args(argv)
 
@@ -63,6 +68,7 @@ def options_from(args: argparse.Namespace, workdir: Path) -> Options:
     if args.only:
         opts.only = set(args.only.split(","))
     opts.peers = not args.no_peers
+    opts.console_viewer = args.console_viewer
     for spec in args.backend:
         name, _, pairs = spec.partition(":")
         config = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)

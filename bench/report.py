@@ -93,6 +93,11 @@ def targets(rows: list[Measure], summary: Summary, backend: str = "cfylogs") -> 
             add("P7", f"{scenario} events/s vs {peer}", ratio, "> 1", _gt(ratio, 1.0))
         ratio = round_ratio(rows, "P5", peer, backend, "p99_ms")
         add("P7", f"P5 p99 {peer} / ours", ratio, "> 1", _gt(ratio, 1.0))
+    for scenario in ("P1", "P2"):
+        if "cfylogs-viewer" in s.get(scenario, {}):
+            ratio = round_ratio(rows, scenario, "cfylogs-viewer", backend, "events_per_sec")
+            what = f"{scenario} events/s with one live-tail viewer / without"
+            add("console", what, ratio, ">= 0.95", _ge(ratio, 0.95))
     for system in s.get("P2", {}):
         if system.startswith("cfylogs-postgres"):
             value = _get(s, "P2", system, "events_per_sec")

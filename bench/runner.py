@@ -37,6 +37,8 @@ class Options:
     peers: bool = True
     only: set[str] | None = None
     time_limit: float = 40.0
+    #: Also run `cfylogs-viewer`: one live-tail viewer of the console during P1 and P2.
+    console_viewer: bool = False
 
 
 class Runner:
@@ -66,6 +68,10 @@ class Runner:
         base = self.options.workdir / "systems"
         mine = [Cfylogs(name, base / name, cfg) for name, cfg in self.options.backends.items()]
         mine += [Cfylogs(name, base / name, source=src) for name, src in self.options.code.items()]
+        if self.options.console_viewer:
+            from bench.viewer import CfylogsWithViewer
+
+            mine.append(CfylogsWithViewer("cfylogs-viewer", base / "cfylogs-viewer"))
         return [s for s in mine + self.extra if kind in s.kinds]
 
     async def run(self) -> list[Measure]:

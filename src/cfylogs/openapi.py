@@ -410,6 +410,184 @@ _PURGE: Schema = {
     },
 }
 
+_NULLABLE_INT: Schema = {"type": "integer", "nullable": True}
+_NUMBERS: Schema = {"type": "array", "items": {"type": "number"}}
+
+_CONSOLE: Schema = {
+    "summary": "What the web console needs to start (also a check of the consumer token)",
+    "responses": {
+        "200": _json(
+            {
+                "type": "object",
+                "required": ["version", "now", "accept", "history", "tail", "marks"],
+                "properties": {
+                    "version": {"type": "string"},
+                    "now": {"type": "number", "description": "The relay's Unix time."},
+                    "accept": {"type": "string", "enum": ["any", "cloudify"]},
+                    "leased": {"type": "boolean"},
+                    "lease_duration_sec": {"type": "number"},
+                    "history": {
+                        "type": "object",
+                        "properties": {
+                            "interval_sec": {"type": "number"},
+                            "capacity": {"type": "integer", "description": "Samples kept."},
+                        },
+                    },
+                    "tail": {
+                        "type": "object",
+                        "description": "Bounds of the live tail's ring and polls.",
+                        "properties": {
+                            "max_events": {"type": "integer"},
+                            "max_bytes": {"type": "integer"},
+                            "max_event_bytes": {"type": "integer"},
+                            "max_wait_sec": {"type": "number"},
+                            "max_limit": {"type": "integer"},
+                        },
+                    },
+                    "marks": {
+                        "type": "object",
+                        "description": "A registration is marked falling behind when its oldest "
+                        "unacknowledged event is older than behind_sec, not seen when it made "
+                        "no request for unseen_sec.",
+                        "properties": {
+                            "behind_sec": {"type": "number"},
+                            "unseen_sec": {"type": "number"},
+                        },
+                    },
+                },
+            },
+            "The relay's console settings.",
+        ),
+        **_COMMON,
+    },
+}
+
+_CONSOLE_HISTORY: Schema = {
+    "summary": "Rates and backlog over the last hour (in memory; a restart starts it again)",
+    "description": (
+        "One sample every interval_sec (5 s), the last 720 kept. Arrays are aligned with `time`. "
+        "Rates are per second since the previous sample, from this relay's counters."
+    ),
+    "parameters": [
+        {
+            "name": "after",
+            "in": "query",
+            "description": "Only the samples taken after this Unix time (incremental reads).",
+            "schema": {"type": "number", "minimum": 0, "maximum": 1e11},
+        }
+    ],
+    "responses": {
+        "200": _json(
+            {
+                "type": "object",
+                "required": ["now", "interval_sec", "time", "registrations"],
+                "properties": {
+                    "now": {"type": "number"},
+                    "interval_sec": {"type": "number"},
+                    "time": {**_NUMBERS, "description": "Unix time of each sample."},
+                    "received_per_sec": _NUMBERS,
+                    "delivered_per_sec": _NUMBERS,
+                    "acknowledged_per_sec": _NUMBERS,
+                    "backlog_events": {
+                        "type": "array",
+                        "items": _NULLABLE_INT,
+                        "description": "All registrations; null when the store did not answer.",
+                    },
+                    "backlog_bytes": {"type": "array", "items": _NULLABLE_INT},
+                    "registrations": {
+                        "type": "object",
+                        "description": "Registration id -> its backlog (events) at each sample, "
+                        "null before it was tracked (the first 50 registrations are).",
+                        "additionalProperties": {"type": "array", "items": _NULLABLE_INT},
+                    },
+                },
+            },
+            "The samples.",
+        ),
+        "400": _BAD,
+        **_COMMON,
+    },
+}
+
+
+def _filter(name: str, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "description": description,
+        "schema": {"type": "string", "maxLength": 200},
+    }
+
+
+_CONSOLE_TAIL: Schema = {
+    "summary": "Live tail: the events ingest accepted lately (long poll with a cursor)",
+    "description": (
+        "A best-effort view: it registers, consumes, delays and acknowledges nothing. While "
+        "someone polled in the last 30 s the relay keeps the last 2000 accepted events "
+        "(4 MiB at most) in memory; pass the answer's `last` as `after` to get the next ones. "
+        "A reader that falls behind is not waited for: `missed` says how many it did not get."
+    ),
+    "parameters": [
+        {
+            "name": "after",
+            "in": "query",
+            "description": "The `last` of the previous answer; absent: what the ring holds now.",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        },
+        {
+            "name": "wait",
+            "in": "query",
+            "description": "Long poll: seconds to hold the request while nothing matches.",
+            "schema": {"type": "number", "minimum": 0, "maximum": 25},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "description": "At most this many events (the newest; default 200).",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+        },
+        _filter("type", "Only events whose `type` is this (cloudify_log, cloudify_event)."),
+        _filter(
+            "level",
+            "Only logs of this level or more severe (debug < info < warning < error < critical).",
+        ),
+        _filter("deployment", "Only events whose context.deployment_id is this."),
+        _filter("q", "Only events holding this text (any field, any case)."),
+    ],
+    "responses": {
+        "200": _json(
+            {
+                "type": "object",
+                "required": ["events", "last", "missed"],
+                "properties": {
+                    "last": {"type": "integer", "minimum": 0},
+                    "missed": {"type": "integer", "minimum": 0},
+                    "events": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["seq", "received", "size", "event"],
+                            "properties": {
+                                "seq": {"type": "integer"},
+                                "received": {"type": "number", "description": "Unix time."},
+                                "size": {"type": "integer", "description": "Bytes as posted."},
+                                "event": {
+                                    "description": "The event as posted (any JSON value); "
+                                    "null when over 64 KiB.",
+                                    "nullable": True,
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+            "Events after the cursor, oldest first.",
+        ),
+        "400": _BAD,
+        **_COMMON,
+    },
+}
+
 _HEALTH: Schema = {
     "summary": "Health of the relay and its store (no token needed)",
     "responses": {
@@ -453,6 +631,9 @@ OPENAPI: Schema = {
         "/api/v1/registration/{id}": {"delete": _UNREGISTER},
         "/api/v1/dead-letters": {"get": _DEAD_LETTERS, "delete": _PURGE},
         "/api/v1/dead-letters/replay": {"post": _REPLAY},
+        "/api/v1/console": {"get": _CONSOLE},
+        "/api/v1/console/history": {"get": _CONSOLE_HISTORY},
+        "/api/v1/console/tail": {"get": _CONSOLE_TAIL},
         "/health": {"get": _HEALTH},
         "/metrics": {"get": _METRICS},
         "/openapi.json": {"get": _OPENAPI},

@@ -19,6 +19,8 @@ from functools import partial
 from typing import TypeVar
 
 from cfylogs.accept import split
+from cfylogs.console.history import History
+from cfylogs.console.tail import Tail
 from cfylogs.errors import RegistrationExpired, RegistrationNotFound, StorageUnavailable
 from cfylogs.models import AckResult, AppendOutcome, Batch, DeadLetter, Registration, StoreStatus
 from cfylogs.storage.base import Storage
@@ -120,6 +122,9 @@ class Relay:
         #: True while ingest is refused (back-pressure), so it is logged once on and off.
         self.back_pressure = False
         self._reaper: asyncio.Task[None] | None = None
+        #: The console's live tail and charts (docs/CONSOLE.md).
+        self.tail = Tail(clock)
+        self.history = History(self)
 
     # --- life cycle
 
@@ -129,14 +134,17 @@ class Relay:
         self.storage.on_new_events(self._wakeup.notify)
         if self.options.leased:
             self._reaper = asyncio.create_task(self._reap_leases(), name="cfylogs-leases")
+        self.history.start()
 
     def begin_shutdown(self) -> None:
         """Answer long-polls now, so that a graceful stop does not wait for them."""
         self._closing = True
         self._wakeup.notify()
+        self.tail.close()
 
     async def stop(self) -> None:
         self.begin_shutdown()
+        await self.history.stop()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -172,6 +180,7 @@ class Relay:
             self._set_back_pressure(True, exc.message)
             raise
         self._set_back_pressure(False)
+        self.tail.offer(kept)
         self.counters.events_stored += outcome.stored
         self.counters.events_discarded += outcome.discarded
         if outcome.stored:

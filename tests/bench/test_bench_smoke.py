@@ -25,7 +25,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             pytest.fail("wrk is not installed and apt-get could not install it")
     cmd = [
         sys.executable, "-m", "bench", "--quick", "--no-peers",
-        "--only", "disk,P1,P1-paced,P3,P6", "--out", str(out),
+        "--only", "disk,P1,P1-paced,P3,P6", "--console-viewer", "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -39,7 +39,11 @@ def test_every_scenario_asked_for_is_measured(report: dict[str, object]) -> None
     assert isinstance(summary, dict)
     assert set(summary) == {"disk", "P1", "P1-paced", "P3", "P6"}
     # cfylogs on PostgreSQL (P8) takes part where the checkout has that backend.
-    assert set(summary["P1"]) - {"cfylogs-postgres"} == {"asgi-ceiling", "cfylogs"}
+    assert set(summary["P1"]) - {"cfylogs-postgres"} == {
+        "asgi-ceiling",
+        "cfylogs",
+        "cfylogs-viewer",
+    }
 
 
 def test_measures_are_sane(report: dict[str, object]) -> None:
@@ -51,6 +55,11 @@ def test_measures_are_sane(report: dict[str, object]) -> None:
         assert 0 <= p1["client_cpu_pct"] <= 200 and p1["server_cpu_pct"] > 0
         assert isinstance(p1["client_bound"], bool)
     assert summary["P3"]["cfylogs"]["events"] == 5_000
+    viewer = summary["P1"]["cfylogs-viewer"]  # --console-viewer: one live-tail viewer in P1
+    assert viewer["console_viewer_polls"] > 0 and viewer["console_viewer_errors"] == 0
+    seen = viewer["console_viewer_events"] + viewer["console_viewer_missed"]
+    # wrk does not count the requests in flight when it stops (one per connection at most)
+    assert viewer["console_viewer_events"] > 0 and seen <= viewer["events"] + 50
     paced = summary["P1-paced"]["cfylogs"]
     assert paced["errors"] == 0 and paced["achieved_rate"] > 0.8 * paced["target_rate"]
     restart = summary["P6"]["cfylogs"]

@@ -13,6 +13,7 @@ from cfylogs import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "packaging" / "cfylogs.service"
+STATIC = ROOT / "src" / "cfylogs" / "console" / "static"
 
 
 def test_the_wheel_builds_and_holds_the_package_and_command(tmp_path: Path) -> None:
@@ -29,9 +30,17 @@ def test_the_wheel_builds_and_holds_the_package_and_command(tmp_path: Path) -> N
     names = set(zipfile.ZipFile(wheel).namelist())
     sources = {p.relative_to(ROOT / "src").as_posix() for p in (ROOT / "src").rglob("*.py")}
     assert sources <= names, f"missing from the wheel: {sorted(sources - names)}"
+    console = {f"cfylogs/console/static/{p.name}" for p in STATIC.iterdir()}  # the web console
+    assert console <= names, f"missing from the wheel: {sorted(console - names)}"
     (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
     assert "cfylogs = cfylogs.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert not any(n.startswith("tests/") for n in names)
+
+
+def test_the_console_serves_exactly_its_static_files() -> None:
+    from cfylogs.http.console import STATIC as SERVED
+
+    assert {name for name, _ in SERVED.values()} == {p.name for p in STATIC.iterdir()}
 
 
 def _unit() -> configparser.ConfigParser:

@@ -23,7 +23,7 @@ import msgspec
 
 from cfylogs import __version__
 from cfylogs.errors import BadRequest, MethodNotAllowed, NotFound, RelayError, StorageUnavailable
-from cfylogs.http import params
+from cfylogs.http import console, params
 from cfylogs.http.auth import check_bearer, check_ingest_only
 from cfylogs.http.render import BatchBodies, error_response, json_response, registration_json
 from cfylogs.http.wire import Request, Response
@@ -86,6 +86,7 @@ class App:
         #: Shared by every listener of one relay (server.py passes one).
         self.metrics = metrics or Metrics(relay)
         self.batches = BatchBodies()
+        console_api = console.api_routes(relay)
         small = SMALL_BODY_BYTES
         consumer = "consumer"
         self.routes = [
@@ -103,6 +104,11 @@ class App:
             Route("GET", "/health", self.health, None, small),
             Route("GET", "/metrics", self.prometheus, consumer, small),
             Route("GET", "/openapi.json", self.openapi, None, small),
+            # The console: its API behind the consumer token, its page's files open (they
+            # hold no data, and a browser cannot send a token with a navigation).
+            *(Route("GET", path, handler, consumer, small) for path, handler in console_api),
+            Route("GET", "/ui/", console.static_file, None, small),
+            Route("GET", "/ui/{file}", console.static_file, None, small),
         ]
         self._router = _Router(self.routes)
 
