@@ -3,17 +3,28 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
 # Tests mostly wait on real servers, sockets and fsyncs: two workers halve the wall time.
 TEST_WORKERS ?= 2
 LINT_PATHS := $(wildcard src tests bench scripts)
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench lock clean
 
-$(STAMP): pyproject.toml
+# The venv holds exactly the dev lock's tree, so it is made anew when the lock changes;
+# the project itself goes on top (editable, no dependencies of its own choosing).
+$(VENV)/.locked: requirements-dev.lock
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) install --quiet --require-hashes -r requirements-dev.lock
+	touch $@
+
+$(STAMP): $(VENV)/.locked pyproject.toml
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.bench: requirements-bench.lock $(STAMP)
+	$(PIP) install --quiet --require-hashes -r requirements-bench.lock
+	touch $@
 
 ## Run the relay in the foreground on its embedded (SQLite) storage.
 run: $(STAMP)
@@ -32,8 +43,22 @@ lint: $(STAMP)
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 	$(BIN)/ruff format $(LINT_PATHS)
 
-bench: $(STAMP)
+bench: $(VENV)/.bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# One resolution of every extra, then the smaller trees constrained to it, so that the three
+# locks agree on every version. Universal (any platform, CPython 3.11 and newer) with the
+# hashes of every file of each version: an offline bundle for any of those takes its wheels
+# from requirements.lock. Versions already locked are kept: `make lock LOCK_ARGS=--upgrade`
+# moves everything to the newest, `LOCK_ARGS='--upgrade-package NAME'` one package.
+LOCK_FLAGS = --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --all-extras $(LOCK_FLAGS) -o requirements-bench.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev -c requirements-bench.lock $(LOCK_FLAGS) \
+		-o requirements-dev.lock
+	$(BIN)/uv pip compile pyproject.toml -c requirements-dev.lock $(LOCK_FLAGS) \
+		-o requirements.lock
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,13 @@ pytest's own (whose parents are private to root), listens on a free
 loopback port and keeps its socket in that directory, so nothing of the
 machine's own PostgreSQL, if any, is touched.
 
+One cluster serves a whole test run, all its xdist workers (each test makes
+its own database or schema): the run's first process (the xdist controller,
+or pytest alone) makes its directory, the first worker that needs the server
+starts it under a lock in that directory, and the first process stops it at
+the end. The same process first removes what killed runs left behind;
+tests/pgmachine.py says how that, and the service user, stay race-free.
+
 fsync stays on: the durability tests must mean what they say. Only
 `full_page_writes` is off (torn pages need a power cut, which no test does)
 and initdb skips its own fsyncs.
@@ -20,19 +27,25 @@ import atexit
 import contextlib
 import glob
 import os
-import pwd
 import shutil
 import socket
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-SERVICE_USER = "cfylogs-pg"
+from tests.pgmachine import (
+    ensure_service_user,
+    locked,
+    new_cluster_dir,
+    remove_cluster,
+    remove_dead_clusters,
+)
+
 SUPERUSER = "postgres"
 
 
@@ -59,28 +72,16 @@ def free_port() -> int:
         return port
 
 
-def ensure_service_user() -> pwd.struct_passwd:
-    """The system user the cluster runs as when the tests run as root (created once)."""
-    with contextlib.suppress(KeyError):
-        return pwd.getpwnam(SERVICE_USER)
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-        check=False,  # a concurrent run may have created it first: checked just below
-        capture_output=True,
-    )
-    return pwd.getpwnam(SERVICE_USER)
-
-
 class PgServer:
     """One throw-away cluster: `start()`, `stop()`, `admin_dsn`, `create_database()`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, port: int | None = None) -> None:
         self.root = root
         self.bindir = find_bindir()
         self.data = root / "data"
         self.sockets = root / "sockets"
         self.log = root / "server.log"
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self.as_user = ensure_service_user() if os.geteuid() == 0 else None
 
     def dsn(self, dbname: str = "postgres", **options: str) -> str:
@@ -138,9 +139,6 @@ class PgServer:
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "--pgdata", str(self.data), "--mode", mode, "--wait", "stop")
 
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
     def create_database(self, prefix: str = "t") -> str:
         """A new empty database; returns its DSN."""
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
@@ -160,44 +158,85 @@ class PgServer:
 
 @contextlib.contextmanager
 def running_server() -> Iterator[PgServer]:
-    root = Path(tempfile.mkdtemp(prefix="cfylogs-pg-"))
-    server = PgServer(root)
+    """A cluster of the caller's own (one it stops and starts, a benchmark's), removed after."""
+    root = new_cluster_dir()
     try:
+        server = PgServer(root)
         server.init()
         server.start()
         yield server
     finally:
-        if server.running():
-            with contextlib.suppress(RuntimeError):
-                server.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
+        remove_cluster(root)
 
 
+# --- the run's shared cluster ---------------------------------------------------------------
+
+#: The directory of this run's shared cluster: made by the run's first process
+#: (`pytest_configure`), handed to the xdist workers in their `workerinput`.
+_RUN_KEY = "cfylogs_pg_run"
+_run_root: Path | None = None
+_owns_run_root = False
 _shared: PgServer | None = None
-_shared_stack = contextlib.ExitStack()
+
+
+def _attach_or_start(root: Path) -> PgServer:
+    """The run's cluster in `root`: started by the first process that asks, found by the rest."""
+    port_file = root / "port"
+    with locked(root / "lock"):
+        if port_file.exists():
+            return PgServer(root, int(port_file.read_text()))
+        for partial in (root / "data", root / "sockets"):  # a worker killed while starting it
+            shutil.rmtree(partial, ignore_errors=True)
+        server = PgServer(root)
+        server.init()
+        server.start()
+        port_file.write_text(str(server.port))
+        return server
 
 
 def shared_server() -> PgServer:
-    """The test session's server, started on first use and stopped at exit.
+    """The test run's server, started on first use, shared by all workers, stopped at the end.
 
     For code that has no fixture at hand (the contract's `BACKENDS`, a
     hypothesis state machine); tests take it as the `pg_server` fixture.
+    Outside a pytest run (this module not loaded as its plugin) it is a
+    cluster of this process, removed at exit.
     """
     global _shared
     if _shared is None:
-        _shared = _shared_stack.enter_context(running_server())
-        atexit.register(_stop_shared)
+        if _run_root is not None:
+            _shared = _attach_or_start(_run_root)
+        else:
+            stack = contextlib.ExitStack()
+            _shared = stack.enter_context(running_server())
+            atexit.register(stack.close)
     return _shared
 
 
-def _stop_shared() -> None:
-    global _shared
-    _shared_stack.close()
-    _shared = None
+def pytest_configure(config: pytest.Config) -> None:
+    global _run_root, _owns_run_root
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        _run_root = Path(workerinput[_RUN_KEY])
+        return
+    remove_dead_clusters()  # what killed runs left: their clusters and postmasters
+    _run_root, _owns_run_root = new_cluster_dir(), True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: every worker gets the run's cluster directory."""
+    node.workerinput[_RUN_KEY] = str(_run_root)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _run_root, _owns_run_root, _shared
+    if _owns_run_root and _run_root is not None:
+        remove_cluster(_run_root)  # after every worker is done: the run is over
+    _run_root, _owns_run_root, _shared = None, False, None
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """The session's PostgreSQL server. Unreachable or missing is a failure, never a skip."""
-    yield shared_server()
-    _stop_shared()
+def pg_server() -> PgServer:
+    """The run's PostgreSQL server. Unreachable or missing is a failure, never a skip."""
+    return shared_server()
