@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from typing import Any
 from bench import disk
 from bench.httpc import Conn
 from bench.system import disk_bytes, process_tree, rss_bytes
-from bench.systems import AsgiCeiling, Cfylogs, Load, Measure, System, disk_per_event
+from bench.systems import Ceiling, Cfylogs, Load, Measure, System, disk_per_event
 
 
 @dataclass
@@ -121,7 +122,11 @@ class Runner:
 
     async def ingest(self, scenario: str, batched: bool) -> None:
         base = self.options.workdir / "systems"
-        ceiling: list[System] = [AsgiCeiling("asgi-ceiling", base / "asgi")]
+        ceiling: list[System] = [
+            Ceiling("http-ceiling", base / "http", module="bench.http_ceiling")
+        ]
+        if importlib.util.find_spec("uvicorn") is not None:  # the bench extra
+            ceiling.append(Ceiling("asgi-ceiling", base / "asgi", module="bench.asgi_ceiling"))
         systems = ceiling + self.cfylogs("ingest") + [p for p in self.peers if "ingest" in p.kinds]
         await self._each(scenario, systems, lambda s: s.ingest(self.load, batched))  # type: ignore[attr-defined]
 

@@ -116,10 +116,12 @@ def start_cfylogs(
     return server
 
 
-def start_asgi_ceiling(workdir: Path) -> Managed:
+def start_ceiling(workdir: Path, module: str) -> Managed:
+    """`bench.http_ceiling` (cfylogs's own HTTP core) or `bench.asgi_ceiling` (uvicorn)."""
     port = free_port()
-    server = _spawn([sys.executable, "-m", "bench.asgi_ceiling", str(port)], workdir / "asgi.log")
-    wait_for(lambda: _port_open(port), server, 30, "ASGI ceiling app")
+    name = module.rsplit(".", 1)[-1]
+    server = _spawn([sys.executable, "-m", module, str(port)], workdir / f"{name}.log")
+    wait_for(lambda: _port_open(port), server, 30, f"{name} app")
     server.url = f"http://127.0.0.1:{port}"
     return server
 

@@ -137,13 +137,16 @@ class System:
         return [self.server.pid] if self.server else []
 
 
-class AsgiCeiling(System):
-    """Ceiling (a): the same HTTP stack and parser, no storage."""
+@dataclass
+class Ceiling(System):
+    """Ceiling (a): an HTTP server running cfylogs's body parser, no storage: `module` is
+    `bench.http_ceiling` (cfylogs's own HTTP core) or `bench.asgi_ceiling` (uvicorn)."""
 
+    module: str = "bench.http_ceiling"
     kinds: ClassVar[tuple[str, ...]] = ("ingest",)
 
     async def start(self, fanout: int = 1) -> None:
-        self.server = servers.start_asgi_ceiling(self.workdir)
+        self.server = servers.start_ceiling(self.workdir, self.module)
 
     async def ingest(self, load: Load, batched: bool) -> Measure:
         return http_ingest(self, load, batched, "/")

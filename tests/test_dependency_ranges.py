@@ -35,7 +35,7 @@ UV = Path(sys.executable).parent / "uv"  # the dev extra's, at the lock's versio
 SMOKE = [
     "tests/e2e/test_health.py",
     "tests/e2e/test_compat_api.py::test_alien4cloud_plugin_sequence",
-    "tests/e2e/test_fast_ingest.py::test_pipelined_requests_are_answered_in_order_and_all_stored",
+    "tests/e2e/test_http_protocol.py::test_pipelined_requests_are_answered_in_order_and_all_stored",
     "tests/e2e/test_client.py::test_every_call_returns_typed_results",
     "tests/e2e/test_client.py::test_the_async_consumer_drains_and_stops_a_long_poll_at_once",
     "tests/e2e/test_tls.py::test_whole_api_over_https_and_ingest_over_plain_http",
