@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cfylogs.config import Settings
 from cfylogs.errors import RegistrationNotFound
-from cfylogs.relay import Relay, RelayOptions
+from cfylogs.relay import Relay, relay_options
 from cfylogs.storage.sqlite import SqliteStorage
 
 
@@ -26,8 +29,10 @@ def clock() -> Clock:
     return Clock()
 
 
-async def make_relay(tmp_path: Path, clock: Clock, **options: object) -> Relay:
-    relay = Relay(SqliteStorage(tmp_path / "home"), RelayOptions(**options), clock)  # type: ignore[arg-type]
+async def make_relay(tmp_path: Path, clock: Clock, **options: Any) -> Relay:
+    """A relay with the default settings but `options`."""
+    chosen = dataclasses.replace(relay_options(Settings()), **options)
+    relay = Relay(SqliteStorage(tmp_path / "home"), chosen, clock)
     await relay.start()
     return relay
 
