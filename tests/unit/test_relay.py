@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ from typing import Any
 import pytest
 
 from cfylogs.config import Settings
-from cfylogs.errors import RegistrationNotFound
+from cfylogs.errors import RegistrationNotFound, StorageUnavailable
 from cfylogs.relay import Relay, relay_options
 from cfylogs.storage.sqlite import SqliteStorage
+from tests.contract.conftest import limits
 
 
 class Clock:
@@ -117,5 +119,75 @@ async def test_no_revival_when_it_is_off(tmp_path: Path, clock: Clock) -> None:
         assert await relay.expire_leases() == [r]
         with pytest.raises(RegistrationNotFound):
             await relay.fetch(r)
+    finally:
+        await relay.stop()
+
+
+LOG = (
+    b'{"type":"cloudify_log","level":"info","timestamp":"2017-09-14T14:06:50.296Z",'
+    b'"context":{},"message":{"text":"ok"}}'
+)
+
+
+async def test_a_refused_ingest_keeps_no_dead_letter_and_its_retry_keeps_it_once(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The request's events and dead letters are one storage step: a 503 stores neither,
+    so the producer's retry cannot leave a dead letter twice."""
+    store = SqliteStorage(tmp_path / "home", limits(max_backlog_events=1, backlog_policy="reject"))
+    relay = Relay(store, dataclasses.replace(relay_options(Settings()), accept="cloudify"), clock)
+    await relay.start()
+    try:
+        r = await relay.register()
+        await relay.ingest([LOG])
+        with pytest.raises(StorageUnavailable):
+            await relay.ingest([LOG, b'{"junk":1}'])
+        assert await store.count_dead_letters() == 0
+        assert relay.counters.events_dead_lettered == 0 and relay.counters.ingests_refused == 1
+        batch = await relay.fetch(r)
+        assert batch is not None
+        await relay.ack(r, batch.id)
+        result = await relay.ingest([LOG, b'{"junk":1}'])  # the retry
+        assert (result.stored, result.dead_lettered) == (1, 1)
+        assert await store.count_dead_letters() == 1
+        assert relay.counters.events_dead_lettered == 1
+    finally:
+        await relay.stop()
+
+
+async def test_events_dropped_by_the_caps_are_counted(tmp_path: Path, clock: Clock) -> None:
+    store = SqliteStorage(tmp_path / "home", limits(max_backlog_events=2))
+    relay = Relay(store, relay_options(Settings()), clock)
+    await relay.start()
+    try:
+        await relay.register()
+        await relay.register()
+        await relay.ingest([b'{"n":%d}' % i for i in range(5)])
+        assert relay.counters.events_dropped == 6  # three from each backlog
+    finally:
+        await relay.stop()
+
+
+async def test_expired_registrations_are_purged_after_their_retention(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SqliteStorage(tmp_path / "home", limits(expired_retention_sec=1000))
+    options = dataclasses.replace(relay_options(Settings()), leased=True, lease_duration_sec=100)
+    relay = Relay(store, options, clock)
+    await relay.start()
+    try:
+        idle = await relay.register()
+        clock.now += 150
+        assert await relay.expire_leases() == [idle]
+        clock.now += 500
+        await relay.expire_leases()
+        assert relay.counters.registrations_purged == 0
+        clock.now += 600  # 1,100 s after its lease ran out
+        with caplog.at_level(logging.INFO, logger="cfylogs.relay"):
+            await relay.expire_leases()
+        assert relay.counters.registrations_purged == 1
+        assert any(idle in m and "deleted" in m for m in caplog.messages)
+        with pytest.raises(RegistrationNotFound):
+            await relay.fetch(idle)  # not revived: forgotten
     finally:
         await relay.stop()
