@@ -73,13 +73,15 @@ class Appends:
         active = txn.active_regs()
         # What a request writes: its events for the active registrations, its dead letters.
         writes = [bool((active and r.events) or r.dead_letters) for r in requests]
-        discarded: list[AppendResult] = [(AppendOutcome(0, len(r.events)), None) for r in requests]
         if not any(writes):
-            return discarded  # nobody to deliver to: counted, nothing touches the disk
+            # Nobody to deliver to: counted and dropped, nothing touches the disk.
+            return [_discarded(request) for request in requests]
         if not self.reserve.acquire():
             self.reclaim = True
             full = policy.disk_full(self.home)
-            return [(None, full) if w else d for w, d in zip(writes, discarded, strict=True)]
+            return [
+                (None, full) if w else _discarded(r) for w, r in zip(writes, requests, strict=True)
+            ]
         free = None
         if self.limits.min_free_bytes:
             free = self.free.measure(txn.conn, self.page_size, self.mirror.head.byte)
@@ -87,9 +89,9 @@ class Appends:
         accepted: list[bytes] = []
         accepted_bytes = written = 0  # event bytes accepted; bytes written with dead letters
         stored: list[AppendRequest] = []
-        for request, writing, nothing in zip(requests, writes, discarded, strict=True):
+        for request, writing in zip(requests, writes, strict=True):
             if not writing:
-                results.append(nothing)
+                results.append(_discarded(request))
                 continue
             events = request.events if active else ()
             size = request.size if active else 0
@@ -212,3 +214,7 @@ class Appends:
             self.drops.dropped(reg.id, drop.dropped)
             lost += drop.dropped
         return lost
+
+
+def _discarded(request: AppendRequest) -> AppendResult:
+    return AppendOutcome(0, len(request.events)), None

@@ -119,13 +119,12 @@ class Mirror:
         look (answered False). Without `wish` the long poll, if any, is over.
         """
         with self._lock:
-            ready = self._ready.pop(registration_id, None)
             reg = self.lookup(registration_id)
             self._seen[registration_id] = now
             if wish is None:
                 self._wishes.pop(registration_id, None)
-            if ready is not None and still_pending(ready, reg):
-                self._wishes.pop(registration_id, None)
+            ready = self._take_ready(reg)
+            if ready is not None:
                 return True, ready
             idle = (
                 reg.pending_start is None
@@ -141,11 +140,17 @@ class Mirror:
     def take_ready(self, reg: Reg) -> Batch | None:
         """The batch cut ahead for `reg` (as the transaction has it), if still pending."""
         with self._lock:
-            ready = self._ready.pop(reg.id, None)
-            if ready is not None and still_pending(ready, reg):
-                self._wishes.pop(reg.id, None)
-                return ready
+            return self._take_ready(reg)
+
+    def _take_ready(self, reg: Reg) -> Batch | None:
+        """(Holding the lock.) The batch cut ahead for `reg`, taken once: handed out only
+        if it is still the pending one (not acknowledged or dropped by a cap meanwhile),
+        and then its long poll wishes for nothing more."""
+        ready = self._ready.pop(reg.id, None)
+        if ready is None or not still_pending(ready, reg):
             return None
+        self._wishes.pop(reg.id, None)
+        return ready
 
     def wish(self, registration_id: str, wish: Wish) -> None:
         with self._lock:

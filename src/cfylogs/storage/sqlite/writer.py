@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import queue
 import sqlite3
@@ -232,28 +233,9 @@ class Writer:
         if len(requests) == len(ops) and self.steps.appends_alone(requests):
             return self._append_alone(ops, requests)
         txn = Txn(self.conn, self.mirror)
-        answers: list[_Answer] = []
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            index = 0
-            while index < len(ops):
-                run = ops[index].run
-                if run is None:  # a run of consecutive appends: one chunk
-                    end = index
-                    while end < len(ops) and ops[end].run is None:
-                        end += 1
-                    appends = ops[index:end]
-                    results = self.steps.append_in(txn, [op.append for op in appends])  # type: ignore[misc]
-                    answers += [
-                        (op.future, *result) for op, result in zip(appends, results, strict=True)
-                    ]
-                    index = end
-                    continue
-                try:
-                    answers.append((ops[index].future, run(txn), None))
-                except RelayError as exc:  # a refusal: the operation wrote nothing
-                    answers.append((ops[index].future, None, exc))
-                index += 1
+            answers = self._run_ops(txn, ops)
             self.steps.before_commit(txn)
             if txn.head != self.meta_head:
                 write_head(self.conn, txn.head)
@@ -265,6 +247,23 @@ class Writer:
             raise
         self.meta_head = txn.head
         self._committed(txn, len(ops))
+        return answers
+
+    def _run_ops(self, txn: Txn, ops: list[Op]) -> list[_Answer]:
+        answers: list[_Answer] = []
+        for appending, run in itertools.groupby(ops, key=lambda op: op.append is not None):
+            same = list(run)
+            if appending:  # consecutive appends: one chunk
+                requests = [op.append for op in same if op.append is not None]
+                results = self.steps.append_in(txn, requests)
+                answers += [(op.future, *result) for op, result in zip(same, results, strict=True)]
+                continue
+            for op in same:
+                assert op.run is not None  # an operation is an append or a run
+                try:
+                    answers.append((op.future, op.run(txn), None))
+                except RelayError as exc:  # a refusal: the operation wrote nothing
+                    answers.append((op.future, None, exc))
         return answers
 
     def _append_alone(self, ops: list[Op], requests: list[AppendRequest]) -> list[_Answer]:
