@@ -12,6 +12,7 @@ import pytest
 
 from cfylogs.config import Settings
 from cfylogs.storage import Storage, StorageLimits, storage_limits
+from cfylogs.storage.memory import MemoryState, MemoryStorage
 from cfylogs.storage.postgres import PostgresStorage
 from cfylogs.storage.sqlite import SqliteStorage
 from tests.pgserver import shared_server
@@ -68,9 +69,16 @@ def _postgres(tmp_path: Path) -> Backend:
     )
 
 
+def _memory(tmp_path: Path) -> Backend:
+    """The reference backend; stores opened on one state see one another's changes."""
+    state = MemoryState()
+    return Backend("memory", lambda limits: MemoryStorage(limits, state), local_disk=False)
+
+
 BACKENDS: dict[str, Callable[[Path], Backend]] = {
     "sqlite": _sqlite,
     "postgres": _postgres,
+    "memory": _memory,
 }
 
 

@@ -1,4 +1,4 @@
-"""The domain over a real embedded store, with a clock the tests control."""
+"""The domain over the reference store (in memory, no threads), with a clock the tests control."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from cfylogs.config import Settings
 from cfylogs.errors import RegistrationNotFound, StorageUnavailable
 from cfylogs.relay import Relay, relay_options
-from cfylogs.storage.sqlite import SqliteStorage
+from cfylogs.storage.memory import MemoryState, MemoryStorage
 from tests.contract.conftest import limits
 
 
@@ -31,17 +30,23 @@ def clock() -> Clock:
     return Clock()
 
 
-async def make_relay(tmp_path: Path, clock: Clock, **options: Any) -> Relay:
+@pytest.fixture
+def state() -> MemoryState:
+    """What the store holds, kept across a relay's stop and start."""
+    return MemoryState()
+
+
+async def make_relay(state: MemoryState, clock: Clock, **options: Any) -> Relay:
     """A relay with the default settings but `options`."""
     chosen = dataclasses.replace(relay_options(Settings()), **options)
-    relay = Relay(SqliteStorage(tmp_path / "home"), chosen, clock)
+    relay = Relay(MemoryStorage(state=state), chosen, clock)
     await relay.start()
     return relay
 
 
 @pytest.fixture
-async def relay(tmp_path: Path, clock: Clock) -> AsyncIterator[Relay]:
-    relay = await make_relay(tmp_path, clock, batch_size=3)
+async def relay(state: MemoryState, clock: Clock) -> AsyncIterator[Relay]:
+    relay = await make_relay(state, clock, batch_size=3)
     yield relay
     await relay.stop()
 
@@ -88,8 +93,8 @@ async def test_shutdown_answers_waiting_fetches(relay: Relay) -> None:
     assert await asyncio.wait_for(waiter, 5) is None
 
 
-async def test_leases_run_from_the_relay_start(tmp_path: Path, clock: Clock) -> None:
-    relay = await make_relay(tmp_path, clock, leased=True, lease_duration_sec=100)
+async def test_leases_run_from_the_relay_start(state: MemoryState, clock: Clock) -> None:
+    relay = await make_relay(state, clock, leased=True, lease_duration_sec=100)
     try:
         idle = await relay.register()
         clock.now += 50
@@ -102,17 +107,15 @@ async def test_leases_run_from_the_relay_start(tmp_path: Path, clock: Clock) -> 
     finally:
         await relay.stop()
     clock.now += 10_000  # down for hours: nobody expires at restart
-    relay = await make_relay(tmp_path, clock, leased=True, lease_duration_sec=100)
+    relay = await make_relay(state, clock, leased=True, lease_duration_sec=100)
     try:
         assert await relay.expire_leases() == []
     finally:
         await relay.stop()
 
 
-async def test_no_revival_when_it_is_off(tmp_path: Path, clock: Clock) -> None:
-    relay = await make_relay(
-        tmp_path, clock, leased=True, lease_duration_sec=10, revive_expired=False
-    )
+async def test_no_revival_when_it_is_off(state: MemoryState, clock: Clock) -> None:
+    relay = await make_relay(state, clock, leased=True, lease_duration_sec=10, revive_expired=False)
     try:
         r = await relay.register()
         clock.now += 20
@@ -130,11 +133,11 @@ LOG = (
 
 
 async def test_a_refused_ingest_keeps_no_dead_letter_and_its_retry_keeps_it_once(
-    tmp_path: Path, clock: Clock
+    clock: Clock,
 ) -> None:
     """The request's events and dead letters are one storage step: a 503 stores neither,
     so the producer's retry cannot leave a dead letter twice."""
-    store = SqliteStorage(tmp_path / "home", limits(max_backlog_events=1, backlog_policy="reject"))
+    store = MemoryStorage(limits(max_backlog_events=1, backlog_policy="reject"))
     relay = Relay(store, dataclasses.replace(relay_options(Settings()), accept="cloudify"), clock)
     await relay.start()
     try:
@@ -155,8 +158,8 @@ async def test_a_refused_ingest_keeps_no_dead_letter_and_its_retry_keeps_it_once
         await relay.stop()
 
 
-async def test_events_dropped_by_the_caps_are_counted(tmp_path: Path, clock: Clock) -> None:
-    store = SqliteStorage(tmp_path / "home", limits(max_backlog_events=2))
+async def test_events_dropped_by_the_caps_are_counted(state: MemoryState, clock: Clock) -> None:
+    store = MemoryStorage(limits(max_backlog_events=2))
     relay = Relay(store, relay_options(Settings()), clock)
     await relay.start()
     try:
@@ -169,9 +172,9 @@ async def test_events_dropped_by_the_caps_are_counted(tmp_path: Path, clock: Clo
 
 
 async def test_expired_registrations_are_purged_after_their_retention(
-    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+    clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = SqliteStorage(tmp_path / "home", limits(expired_retention_sec=1000))
+    store = MemoryStorage(limits(expired_retention_sec=1000))
     options = dataclasses.replace(relay_options(Settings()), leased=True, lease_duration_sec=100)
     relay = Relay(store, options, clock)
     await relay.start()
