@@ -108,6 +108,10 @@ class Mirror:
         with self._lock:
             return [reg for reg in self.regs.values() if reg.active]
 
+    def all_adopted(self) -> list[Legacy]:
+        with self._lock:
+            return [batch for batches in self.legacy.values() for batch in batches]
+
     def arrive(
         self, registration_id: str, now: float, wish: Wish | None
     ) -> tuple[bool, Batch | None]:

@@ -264,9 +264,9 @@ class SqliteStorage(Storage):
             if txn.reg(registration_id) is None:
                 raise RegistrationNotFound(registration_id)
             txn.delete(registration_id)
+            self._appends.drops.forget(registration_id)
 
         await self.writer.submit(run)
-        self._appends.drops.forget(registration_id)
 
     async def touch(self, registration_id: str, now: float) -> None:
         self._mirror.lookup(registration_id)
@@ -427,13 +427,12 @@ class SqliteStorage(Storage):
                     expired.append(reg.id)
                 if not reg.active and forget_before is not None and reg.last_seen < forget_before:
                     txn.delete(reg.id)
+                    self._appends.drops.forget(reg.id)
                     purged.append(reg.id)
             txn.gc = txn.gc or bool(expired)
             return ExpiryOutcome(expired, purged)
 
         outcome: ExpiryOutcome = await self.writer.submit(run)
-        for registration_id in outcome.purged:
-            self._appends.drops.forget(registration_id)
         return outcome
 
     async def revive(self, registration_id: str, now: float) -> bool:
@@ -505,7 +504,7 @@ class SqliteStorage(Storage):
             events, nbytes = await self._readers.read(read)
         except StorageUnavailable as exc:
             ok, detail, events, nbytes = False, exc.message, 0, 0
-        adopted = [batch for batches in tuple(self._mirror.legacy.values()) for batch in batches]
+        adopted = self._mirror.all_adopted()
         events += sum(batch.count for batch in adopted)
         nbytes += sum(batch.size for batch in adopted)
         disk, free = await asyncio.to_thread(self._disk_usage)
