@@ -186,9 +186,9 @@ def disk_full(home: Path) -> StorageUnavailable:
 # --- group commit
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per append, and frozen ones build slower
 class AppendRequest:
-    """One `Storage.append` call as a group commit takes it."""
+    """One `Storage.append` call as a group commit takes it (never changed)."""
 
     events: Sequence[bytes]
     #: Bytes of `events`.

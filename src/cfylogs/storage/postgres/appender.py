@@ -25,7 +25,7 @@ log = logging.getLogger("cfylogs.storage.postgres")
 GroupCommit = Callable[[list[AppendRequest]], Awaitable[list[AppendOutcome | RelayError]]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Queued:
     request: AppendRequest
     future: asyncio.Future[AppendOutcome]

@@ -21,7 +21,7 @@ from cfylogs.storage.sqlite import chunks, dead_letters
 from cfylogs.storage.sqlite.mirror import Mirror, Reg
 from cfylogs.storage.sqlite.space import FreeSpace
 from cfylogs.storage.sqlite.txn import Txn
-from cfylogs.storage.sqlite.writer import AppendResult
+from cfylogs.storage.sqlite.writer import AppendResult, Op
 
 #: Appends coalesced into one chunk stop growing it past this size.
 MAX_CHUNK_BYTES = 32 * 1024**2
@@ -41,9 +41,9 @@ class Appends:
         #: Set when the disk is full: the writer gives drained pages back at once.
         self.reclaim = False
 
-    def alone(self, requests: Sequence[AppendRequest]) -> bool:
-        """Whether `requests` are appends that one INSERT stores whole, with nothing else
-        to write.
+    def alone(self, ops: Sequence[Op]) -> bool:
+        """Whether the writer's `ops` are appends that one INSERT stores whole, with
+        nothing else to write.
 
         Such a group (single-event ingest under load is made of them) needs no
         explicit transaction: the INSERT commits itself, in one SQLite call where
@@ -54,11 +54,11 @@ class Appends:
         long poll waits for a batch cut ahead (see `SqliteStorage.fetch`).
         """
         count = size = 0
-        for request in requests:
-            if request.dead_letters is not None:
+        for op in ops:
+            if op.run is not None or op.dead_letters is not None:
                 return False
-            count += len(request.events)
-            size += request.size
+            count += len(op.events)
+            size += op.size
         if size >= MAX_CHUNK_BYTES or self.mirror.waiting:
             return False
         head = self.mirror.head
@@ -71,71 +71,63 @@ class Appends:
 
     def append(self, txn: Txn, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         active = txn.active_regs()
-        # What a request writes: its events for the active registrations, its dead letters.
-        writes = [bool((active and r.events) or r.dead_letters) for r in requests]
-        if not any(writes):
+        if not active and all(r.dead_letters is None for r in requests):
             # Nobody to deliver to: counted and dropped, nothing touches the disk.
             return [_discarded(request) for request in requests]
         if not self.reserve.acquire():
             self.reclaim = True
             full = policy.disk_full(self.home)
             return [
-                (None, full) if w else _discarded(r) for w, r in zip(writes, requests, strict=True)
+                (None, full) if (active and r.events) or r.dead_letters else _discarded(r)
+                for r in requests
             ]
         free = None
         if self.limits.min_free_bytes:
             free = self.free.measure(txn.conn, self.page_size, self.mirror.head.byte)
+        rejects, min_free = self.limits.rejects, self.limits.min_free_bytes
         results: list[AppendResult] = []
         accepted: list[bytes] = []
         accepted_bytes = written = 0  # event bytes accepted; bytes written with dead letters
-        stored: list[AppendRequest] = []
-        for request, writing in zip(requests, writes, strict=True):
-            if not writing:
-                results.append(_discarded(request))
+        with_letters: list[AppendRequest] = []
+        for request in requests:
+            letters = request.dead_letters
+            count = len(request.events)
+            events: Sequence[bytes] = request.events
+            size = request.size
+            if not active:
+                if letters is None:
+                    results.append((AppendOutcome(0, count), None))
+                    continue
+                events, size = (), 0
+            extra = 0 if letters is None else letters.size
+            if free is not None and free - (written + size + extra) < min_free:
+                results.append((None, policy.below_watermark(self.home, free, min_free)))
                 continue
-            events = request.events if active else ()
-            size = request.size if active else 0
-            refusal = self._refusal(
-                txn,
-                active,
-                (len(accepted) + len(events), accepted_bytes + size) if events else None,
-                written + size + request.letters_size,
-                free,
-            )
-            if refusal is not None:
-                results.append((None, refusal))
-                continue
+            if rejects and events:
+                group = (len(accepted) + count, accepted_bytes + size)
+                if (refusal := self._backlog_full(txn, active, *group)) is not None:
+                    results.append((None, refusal))
+                    continue
             accepted.extend(events)
             accepted_bytes += size
-            written += size + request.letters_size
-            stored.append(request)
-            results.append((AppendOutcome(len(events), len(request.events) - len(events)), None))
+            written += size + extra
+            if letters is not None:
+                with_letters.append(request)
+            results.append((AppendOutcome(count, 0) if active else AppendOutcome(0, count), None))
         self._store_events(txn, accepted, requests[-1].now)
-        return self._finish(txn, stored, results, bool(accepted))
+        return self._finish(txn, with_letters, results, bool(accepted))
 
-    def _refusal(
-        self,
-        txn: Txn,
-        active: list[Reg],
-        events: tuple[int, int] | None,
-        written: int,
-        free: int | None,
+    def _backlog_full(
+        self, txn: Txn, active: list[Reg], count: int, size: int
     ) -> RelayError | None:
-        """Why a request is refused, if it is: `events` (count, bytes) is what the group
-        would add to every backlog with it (None: it has no events), `written` what it
-        would write in all."""
-        limits = self.limits
-        if free is not None and free - written < limits.min_free_bytes:
-            return policy.below_watermark(self.home, free, limits.min_free_bytes)
-        if events is None or not limits.rejects:
-            return None
-        count, size = events
+        """Policy reject: the refusal when `count` events of `size` bytes more (the group's
+        so far and this request's) would overflow a backlog."""
         for reg in active:
             backlog = (
                 txn.head.seq - reg.backlog_start + count,
                 txn.head.byte - reg.start_byte + size,
             )
-            if limits.over(*backlog):
+            if self.limits.over(*backlog):
                 return policy.backlog_full(reg.id)
         return None
 
@@ -154,20 +146,20 @@ class Appends:
     def _finish(
         self,
         txn: Txn,
-        stored: list[AppendRequest],
+        with_letters: list[AppendRequest],
         results: list[AppendResult],
         any_events: bool,
     ) -> list[AppendResult]:
-        """Dead letters of the stored requests, then the caps; what they deleted is told
-        in the last outcome (the sums are what counts)."""
+        """The dead letters of the requests stored, then the caps; what they deleted is
+        told in the last outcome (the sums are what counts)."""
         trimmed = dropped = 0
-        max_kept = None
-        for request in stored:
-            if request.dead_letters is not None:
-                dead_letters.insert(txn.conn, request.dead_letters, request.now)
-                max_kept = request.dead_letters.max_kept  # the same for every request
-        if max_kept is not None:
-            trimmed = dead_letters.trim(txn.conn, max_kept)
+        for request in with_letters:
+            assert request.dead_letters is not None
+            dead_letters.insert(txn.conn, request.dead_letters, request.now)
+        if with_letters:
+            last_letters = with_letters[-1].dead_letters
+            assert last_letters is not None
+            trimmed = dead_letters.trim(txn.conn, last_letters.max_kept)  # the same for all
         if any_events and self.limits.drops:
             dropped = self._drop_over_cap(txn)
         if not (trimmed or dropped):

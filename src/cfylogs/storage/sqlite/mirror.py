@@ -60,12 +60,9 @@ class Legacy:
     deliveries: int
 
 
-@dataclass(frozen=True, slots=True)
-class Wish:
-    """A long poll waiting for events: the batch it would take."""
-
-    max_entries: int
-    max_bytes: int
+#: A long poll waiting for events: the batch it would take (max entries, max bytes). A
+#: plain tuple: one is made on every empty long-poll fetch.
+Wish = tuple[int, int]
 
 
 class Mirror:
@@ -113,30 +110,33 @@ class Mirror:
             return [batch for batches in self.legacy.values() for batch in batches]
 
     def arrive(
-        self, registration_id: str, now: float, wish: Wish | None
+        self, registration_id: str, now: float, waiting: bool, max_entries: int, max_bytes: int
     ) -> tuple[bool, Batch | None]:
         """A fetch as the event loop can answer it: (answered, batch).
 
         Answered with the batch cut ahead for this long poll, if it is still the
-        pending one; or with nothing when there is nothing to hand out (with
-        `wish`, the next append cuts a batch for it). Otherwise the writer must
-        look (answered False). Without `wish` the long poll, if any, is over.
+        pending one; or with nothing when there is nothing to hand out (`waiting`:
+        the next append cuts a batch of at most `max_entries` and `max_bytes` for
+        it). Otherwise the writer must look (answered False). Not `waiting`: the
+        long poll, if any, is over.
         """
         with self._lock:
-            reg = self.lookup(registration_id)
+            reg = self.regs.get(registration_id)
+            if reg is None or not reg.active:
+                self.lookup(registration_id)  # raises the error naming it
+            assert reg is not None
             self._seen[registration_id] = now
-            if wish is None:
+            if not waiting and self._wishes:
                 self._wishes.pop(registration_id, None)
-            ready = self._take_ready(reg)
-            if ready is not None:
+            if self._ready and (ready := self._take_ready(reg)) is not None:
                 return True, ready
             idle = (
                 reg.pending_start is None
                 and reg.cursor >= self.head.seq
                 and registration_id not in self.legacy
             )
-            if idle and wish is not None:
-                self._wishes[registration_id] = wish
+            if idle and waiting:
+                self._wishes[registration_id] = (max_entries, max_bytes)
             return idle, None
 
     # --- the writer's side, during a transaction

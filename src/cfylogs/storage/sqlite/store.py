@@ -50,7 +50,7 @@ from cfylogs.storage.sqlite.appends import Appends
 from cfylogs.storage.sqlite.files import DB_FILE, RESERVE_FILE
 from cfylogs.storage.sqlite.mirror import Mirror, Reg, Wish
 from cfylogs.storage.sqlite.txn import Txn
-from cfylogs.storage.sqlite.writer import AppendResult, Checkpointer, Writer, WriterHooks
+from cfylogs.storage.sqlite.writer import AppendResult, Checkpointer, Op, Writer, WriterHooks
 
 log = logging.getLogger("cfylogs.storage.sqlite")
 
@@ -168,8 +168,8 @@ class SqliteStorage(Storage):
 
     # --- inside the writer's transactions (`writer.Steps`)
 
-    def appends_alone(self, requests: Sequence[AppendRequest]) -> bool:
-        return self._appends.alone(requests)
+    def appends_alone(self, ops: Sequence[Op]) -> bool:
+        return self._appends.alone(ops)
 
     def append_in(self, txn: Txn, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         return self._appends.append(txn, requests)
@@ -223,11 +223,7 @@ class SqliteStorage(Storage):
             if not self._mirror.has_active:
                 # Nobody to deliver to: counted and dropped without touching the disk.
                 return AppendOutcome(0, len(events))
-        request = AppendRequest.of(events, now, dead_letters)
-        outcome: AppendOutcome = await self.writer.submit(
-            append=request, size=request.size + request.letters_size
-        )
-        return outcome
+        return await self.writer.append(events, sum(map(len, events)), now, dead_letters)
 
     async def register(
         self, registration_id: str, name: str | None, client_subject: str | None, now: float
@@ -256,7 +252,7 @@ class SqliteStorage(Storage):
             return True
 
         size = sum(len(e) for _, entries in legacy_batches for e in entries)
-        adopted: bool = await self.writer.submit(run, size=size)
+        adopted: bool = await self.writer.submit(run, weight=size)
         return adopted
 
     async def unregister(self, registration_id: str) -> None:
@@ -280,10 +276,10 @@ class SqliteStorage(Storage):
         now: float,
         waiting: bool = False,
     ) -> Batch | None:
-        wish = Wish(max_entries, max_bytes) if waiting else None
-        answered, ready = self._mirror.arrive(registration_id, now, wish)
+        answered, ready = self._mirror.arrive(registration_id, now, waiting, max_entries, max_bytes)
         if answered:
             return ready
+        wish: Wish | None = (max_entries, max_bytes) if waiting else None
         hand_out = partial(self._hand_out, registration_id, max_entries, max_bytes, wish)
         for _attempt in range(3):
             cut = await self.writer.submit(hand_out)
@@ -383,8 +379,8 @@ class SqliteStorage(Storage):
                 continue
             if reg.cursor >= txn.head.seq:
                 continue
-            max_bytes = min(wish.max_bytes, READY_MAX_BYTES)
-            reg, _ = self._cut_new(txn, reg, wish.max_entries, max_bytes)
+            max_entries, max_bytes = wish
+            reg, _ = self._cut_new(txn, reg, max_entries, min(max_bytes, READY_MAX_BYTES))
             assert reg.pending_start is not None
             key = (registration_id, reg.next_batch_id - 1, reg.pending_start, reg.cursor)
             entries = self._shared.share(key, chunks.read(txn.conn, key[2], key[3]))

@@ -51,6 +51,8 @@ class Txn:
         return [reg for reg in merged.values() if reg is not None]
 
     def active_regs(self) -> list[Reg]:
+        if not self.changed:  # most groups: appends only
+            return [reg for reg in self.mirror.regs.values() if reg.active]
         return [reg for reg in self.all_regs() if reg.active]
 
     def emptied(self, reg: Reg, **changes: Any) -> Reg:

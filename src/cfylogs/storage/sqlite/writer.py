@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from cfylogs.errors import RelayError, StorageUnavailable
-from cfylogs.models import AppendOutcome
+from cfylogs.models import AppendOutcome, DeadLetters
 from cfylogs.storage.policy import AppendRequest, group_takes
 from cfylogs.storage.sqlite.chunks import Head
 from cfylogs.storage.sqlite.files import Connections
@@ -51,22 +51,33 @@ AppendResult = tuple[AppendOutcome | None, RelayError | None]
 _Answer = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
-@dataclass(slots=True)
-class Op:
-    """One operation queued to the writer: an append, or `run` on the transaction."""
+#: Stands for "given by the constructor": every Op gets its future, but fields that follow
+#: those of `AppendRequest` (one with a default) need a default too.
+_GIVEN: Any = None
 
-    future: asyncio.Future[Any]
+
+@dataclass(slots=True)
+class Op(AppendRequest):
+    """One operation queued to the writer: an append (the request itself: one object per
+    append, built with positional arguments, the quickest), or any other write when `run`
+    is given (then it appends nothing)."""
+
+    future: asyncio.Future[Any] = _GIVEN
     run: Callable[[Txn], Any] | None = None
-    append: AppendRequest | None = None
-    #: Bytes it writes (events, entries): bounds the group.
-    size: int = 0
+    #: Bytes it writes (events, dead letters, entries): bounds the group.
+    weight: int = 0
+
+    @property
+    def is_append(self) -> bool:
+        return self.run is None
 
 
 class Steps(Protocol):
     """What the store does inside the writer's transactions (on the writer thread)."""
 
-    def appends_alone(self, requests: Sequence[AppendRequest]) -> bool:
-        """Whether one INSERT stores these appends whole, with nothing else to write."""
+    def appends_alone(self, ops: Sequence[Op]) -> bool:
+        """Whether `ops` are appends that one INSERT stores whole, with nothing else to
+        write."""
 
     def append_in(self, txn: Txn, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """Store each request whole, or refuse it."""
@@ -140,19 +151,29 @@ class Writer:
         await asyncio.to_thread(self._thread.join)
         self._thread = None
 
-    async def submit(
-        self,
-        run: Callable[[Txn], T] | None = None,
-        append: AppendRequest | None = None,
-        size: int = 0,
-    ) -> T:
+    async def submit(self, run: Callable[[Txn], T], weight: int = 0) -> T:
+        """Run `run` in the writer's next transaction; its result once committed."""
+        future: asyncio.Future[T] = self._future()
+        self._queue.put(Op((), 0, 0.0, None, future, run, weight))
+        return await future
+
+    async def append(
+        self, events: Sequence[bytes], size: int, now: float, dead_letters: DeadLetters | None
+    ) -> AppendOutcome:
+        """Store the events of `size` bytes and the dead letters in the writer's next
+        transaction, coalesced with the appends queued beside them; the outcome once
+        committed."""
+        future: asyncio.Future[AppendOutcome] = self._future()
+        weight = size if dead_letters is None else size + dead_letters.size
+        self._queue.put(Op(events, size, now, dead_letters, future, None, weight))
+        return await future
+
+    def _future(self) -> asyncio.Future[Any]:
         if self._closing or self._loop is None:
             raise StorageUnavailable("the relay is shutting down; retry shortly")
         if not self.running:
             raise StorageUnavailable("the store's writer has stopped; see the relay's log")
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(Op(future, run, append, size))
-        return await future
+        return self._loop.create_future()
 
     # --- the thread
 
@@ -194,9 +215,9 @@ class Writer:
         while True:
             if item is None:
                 stopping = True
-            elif group_takes(size, item.size):
+            elif group_takes(size, item.weight):
                 ops.append(item)
-                size += item.size
+                size += item.weight
             else:
                 self._carry = item
                 break
@@ -215,8 +236,8 @@ class Writer:
             error.__cause__ = exc
             if is_disk_full(exc):
                 self.steps.disk_full()  # room for the acks and fetches below
-            answers = [(op.future, None, error) for op in ops if op.append is not None]
-            others = [op for op in ops if op.append is None]
+            answers = [(op.future, None, error) for op in ops if op.is_append]
+            others = [op for op in ops if not op.is_append]
             # A full disk refuses the appends; acks and fetches, which let consumers
             # drain and space come back, get a transaction of their own.
             if others and answers:
@@ -229,9 +250,8 @@ class Writer:
         self._answer(answers)
 
     def _transaction(self, ops: list[Op]) -> list[_Answer]:
-        requests = [op.append for op in ops if op.append is not None]
-        if len(requests) == len(ops) and self.steps.appends_alone(requests):
-            return self._append_alone(ops, requests)
+        if self.steps.appends_alone(ops):
+            return self._append_alone(ops)
         txn = Txn(self.conn, self.mirror)
         try:
             self.conn.execute("BEGIN IMMEDIATE")
@@ -251,26 +271,25 @@ class Writer:
 
     def _run_ops(self, txn: Txn, ops: list[Op]) -> list[_Answer]:
         answers: list[_Answer] = []
-        for appending, run in itertools.groupby(ops, key=lambda op: op.append is not None):
+        for appending, run in itertools.groupby(ops, key=lambda op: op.run is None):
             same = list(run)
             if appending:  # consecutive appends: one chunk
-                requests = [op.append for op in same if op.append is not None]
-                results = self.steps.append_in(txn, requests)
+                results = self.steps.append_in(txn, same)
                 answers += [(op.future, *result) for op, result in zip(same, results, strict=True)]
                 continue
             for op in same:
-                assert op.run is not None  # an operation is an append or a run
+                assert op.run is not None
                 try:
                     answers.append((op.future, op.run(txn), None))
                 except RelayError as exc:  # a refusal: the operation wrote nothing
                     answers.append((op.future, None, exc))
         return answers
 
-    def _append_alone(self, ops: list[Op], requests: list[AppendRequest]) -> list[_Answer]:
+    def _append_alone(self, ops: list[Op]) -> list[_Answer]:
         txn = Txn(self.conn, self.mirror)
         self.hooks.appending_alone()
         try:
-            results = self.steps.append_in(txn, requests)  # its INSERT commits by itself
+            results = self.steps.append_in(txn, ops)  # its INSERT commits by itself
         except Exception as exc:
             self._failed(exc)
             raise
