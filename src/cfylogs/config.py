@@ -376,6 +376,13 @@ class Settings:
         Bool(),
         "Re-create an expired registration under its id when it is named again.",
     )
+    lease_expired_retention_sec: int = setting(
+        "alien_registration.expired_retention_sec",
+        7 * 24 * 3600,
+        Int(0),
+        "How long an expired registration is kept after its lease ran out, so that it can be "
+        "revived under its id; then it is deleted, counted and logged (0: kept for ever).",
+    )
 
     storage_backend: str = setting(
         "storage.backend",

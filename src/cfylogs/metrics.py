@@ -49,7 +49,10 @@ _COUNTERS: dict[str, str] = {
     "registrations_removed": "Registrations removed by DELETE.",
     "registrations_expired": "Registrations expired by their lease.",
     "registrations_revived": "Expired registrations re-created under their id.",
+    "registrations_purged": "Expired registrations deleted after their retention period.",
     "ingests_refused": "Ingest requests answered 503 (back-pressure or store unavailable).",
+    "events_dropped": "Events dropped from backlogs by the backlog caps (policy drop_oldest), "
+    "counted once per registration that lost them.",
     "events_dead_lettered": "Events kept as dead letters by ingest.accept (not delivered).",
     "dead_letters_dropped": "Oldest dead letters deleted past ingest.max_dead_letters.",
     "dead_letters_replayed": "Dead letters replayed into the stream.",

@@ -37,7 +37,8 @@ class JoinedEntries(Sequence[bytes]):
     joining them again; single events are cut out only when asked for.
     """
 
-    __slots__ = ("_bounds", "buffer")
+    #: Weakly referable: storage hands one object to every delivery of a pending batch.
+    __slots__ = ("__weakref__", "_bounds", "buffer")
 
     def __init__(self, buffer: bytes, bounds: Sequence[int]) -> None:
         #: The events with a comma after each (the last one too).
@@ -50,7 +51,7 @@ class JoinedEntries(Sequence[bytes]):
         bounds = [0]
         for event in events:
             bounds.append(bounds[-1] + len(event) + 1)
-        return cls(b"".join(event + b"," for event in events), bounds)
+        return cls(b",".join([*events, b""]) if events else b"", bounds)
 
     def json_items(self) -> memoryview:
         """The inside of the JSON array: the events separated by commas."""
@@ -112,6 +113,34 @@ class AppendOutcome:
     #: Events stored for the registrations; 0 when none was active (discarded).
     stored: int
     discarded: int
+    #: Events the backlog caps dropped from registrations' backlogs to make room
+    #: (policy drop_oldest; an event dropped from two backlogs counts twice).
+    dropped: int = 0
+    #: Oldest dead letters deleted to keep at most `DeadLetters.max_kept`.
+    dead_letters_dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetters:
+    """Events the ingest filter kept from consumers, stored with the append of their request."""
+
+    #: (event, reason)
+    letters: Sequence[tuple[bytes, str]]
+    #: Beyond this many dead letters, the oldest are deleted (0: no cap).
+    max_kept: int
+
+    @property
+    def size(self) -> int:
+        return sum(len(event) for event, _ in self.letters)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryOutcome:
+    #: Active registrations whose lease ran out: expired now.
+    expired: list[str]
+    #: Expired registrations past `alien_registration.expired_retention_sec`: deleted now
+    #: (their ids can no longer be revived).
+    purged: list[str]
 
 
 @dataclass(frozen=True, slots=True)

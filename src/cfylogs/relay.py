@@ -19,10 +19,19 @@ from functools import partial
 from typing import TypeVar
 
 from cfylogs.accept import split
+from cfylogs.config import Settings
 from cfylogs.console.history import History
 from cfylogs.console.tail import Tail
 from cfylogs.errors import RegistrationExpired, RegistrationNotFound, StorageUnavailable
-from cfylogs.models import AckResult, AppendOutcome, Batch, DeadLetter, Registration, StoreStatus
+from cfylogs.models import (
+    AckResult,
+    AppendOutcome,
+    Batch,
+    DeadLetter,
+    DeadLetters,
+    Registration,
+    StoreStatus,
+)
 from cfylogs.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -36,15 +45,30 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RelayOptions:
-    batch_size: int = 1000
-    max_batch_bytes: int = 8 * 1024**2
-    leased: bool = False
-    lease_duration_sec: float = 1800.0
-    lease_check_every_sec: float = 300.0
-    revive_expired: bool = True
+    """The domain's settings; built from the settings table (`relay_options`)."""
+
+    batch_size: int
+    max_batch_bytes: int
+    leased: bool
+    lease_duration_sec: float
+    lease_check_every_sec: float
+    revive_expired: bool
     #: `ingest.accept`: "any", or "cloudify" (other events go to the dead letters).
-    accept: str = "any"
-    max_dead_letters: int = 100_000
+    accept: str
+    max_dead_letters: int
+
+
+def relay_options(settings: Settings) -> RelayOptions:
+    return RelayOptions(
+        batch_size=settings.buffer_size,
+        max_batch_bytes=settings.buffer_max_batch_bytes,
+        leased=settings.lease_enabled,
+        lease_duration_sec=settings.lease_duration_sec,
+        lease_check_every_sec=settings.lease_check_every_sec,
+        revive_expired=settings.lease_revive_expired,
+        accept=settings.ingest_accept,
+        max_dead_letters=settings.ingest_max_dead_letters,
+    )
 
 
 @dataclass
@@ -65,8 +89,12 @@ class RelayCounters:
     registrations_removed: int = 0
     registrations_expired: int = 0
     registrations_revived: int = 0
+    #: Expired registrations deleted after `alien_registration.expired_retention_sec`.
+    registrations_purged: int = 0
     #: Ingest requests answered 503 (watermark, reject policy, store down).
     ingests_refused: int = 0
+    #: Events dropped from backlogs by the caps (one per registration that lost it).
+    events_dropped: int = 0
     events_dead_lettered: int = 0
     dead_letters_dropped: int = 0
     dead_letters_replayed: int = 0
@@ -113,7 +141,7 @@ class Relay:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
-        self.options = options or RelayOptions()
+        self.options = options or relay_options(Settings())
         self.clock = clock
         self.counters = RelayCounters()
         self.started_at = clock()
@@ -166,32 +194,35 @@ class Relay:
         log.info("registration %s removed", registration_id)
 
     async def ingest(self, events: Sequence[bytes]) -> IngestResult:
-        """Store the events durably: for consumers, or (ingest.accept) as dead letters."""
+        """Store the events durably: for consumers, or (ingest.accept) as dead letters, all
+        in one step: a request refused (503) and retried stores nothing twice."""
         self.counters.events_received += len(events)
         self.counters.bytes_received += sum(map(len, events))
         kept, refused = split(events, self.options.accept)
+        letters = DeadLetters(refused, self.options.max_dead_letters) if refused else None
         try:
-            if refused:
-                # First: if this fails the request is refused whole and retried, never half lost.
-                await self._dead_letter(refused)
-            outcome = await self.storage.append(kept, self.clock())
+            outcome = await self.storage.append(kept, self.clock(), letters)
         except StorageUnavailable as exc:
             self.counters.ingests_refused += 1
             self._set_back_pressure(True, exc.message)
             raise
         self._set_back_pressure(False)
         self.tail.offer(kept)
-        self.counters.events_stored += outcome.stored
-        self.counters.events_discarded += outcome.discarded
+        self._count_append(outcome)
+        if refused:
+            self._dead_lettered(refused, outcome.dead_letters_dropped)
         if outcome.stored:
             self._wakeup.notify()
         return IngestResult(len(kept), outcome.stored, len(refused))
 
+    def _count_append(self, outcome: AppendOutcome) -> None:
+        self.counters.events_stored += outcome.stored
+        self.counters.events_discarded += outcome.discarded
+        self.counters.events_dropped += outcome.dropped
+
     # --- dead letters
 
-    async def _dead_letter(self, refused: list[tuple[bytes, str]]) -> None:
-        max_kept = self.options.max_dead_letters
-        dropped = await self.storage.append_dead_letters(refused, self.clock(), max_kept)
+    def _dead_lettered(self, refused: list[tuple[bytes, str]], dropped: int) -> None:
         self.counters.events_dead_lettered += len(refused)
         log.warning(
             "%d event(s) are not Cloudify logs or events (%s): kept as dead letters, "
@@ -203,7 +234,7 @@ class Relay:
             self.counters.dead_letters_dropped += dropped
             log.error(
                 "ingest.max_dead_letters (%d) reached: deleted the %d oldest dead letters",
-                max_kept,
+                self.options.max_dead_letters,
                 dropped,
             )
 
@@ -216,11 +247,13 @@ class Relay:
         """Put dead letters into the stream: `ids`, or (None) all, a page at a time."""
         if ids is not None:
             outcome = await self.storage.replay_dead_letters(ids, self.clock())
+            self.counters.events_dropped += outcome.dropped
         else:
             stored = kept = after = 0
             while letters := await self.storage.list_dead_letters(after, REPLAY_PAGE):
                 page = await self.storage.replay_dead_letters([d.id for d in letters], self.clock())
                 stored, kept, after = stored + page.stored, kept + page.discarded, letters[-1].id
+                self.counters.events_dropped += page.dropped
             outcome = AppendOutcome(stored, kept)
         self.counters.dead_letters_replayed += outcome.stored
         if outcome.stored:
@@ -301,15 +334,22 @@ class Relay:
         # Time the relay was down is nobody's idleness: leases run from our start.
         if now - self.started_at < self.options.lease_duration_sec:
             return []
-        expired = await self.storage.expire(now - self.options.lease_duration_sec)
-        for registration_id in expired:
+        outcome = await self.storage.expire(now - self.options.lease_duration_sec)
+        for registration_id in outcome.expired:
             log.warning(
                 "registration %s expired after %ss without a request",
                 registration_id,
                 int(self.options.lease_duration_sec),
             )
-        self.counters.registrations_expired += len(expired)
-        return expired
+        for registration_id in outcome.purged:
+            log.info(
+                "expired registration %s deleted (alien_registration.expired_retention_sec): "
+                "its id can no longer be revived",
+                registration_id,
+            )
+        self.counters.registrations_expired += len(outcome.expired)
+        self.counters.registrations_purged += len(outcome.purged)
+        return outcome.expired
 
     async def _reap_leases(self) -> None:
         while True:

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cfylogs.storage.base import Storage, StorageLimits
+from cfylogs.config import Settings
+from cfylogs.storage import Storage, StorageLimits, storage_limits
+from cfylogs.storage.memory import MemoryState, MemoryStorage
 from cfylogs.storage.postgres import PostgresStorage
 from cfylogs.storage.sqlite import SqliteStorage
 from tests.pgserver import shared_server
+
+
+def limits(**changes: Any) -> StorageLimits:
+    """The limits of the default settings, with `changes`."""
+    return dataclasses.replace(storage_limits(Settings()), **changes)
 
 
 @dataclass
@@ -27,7 +36,7 @@ class Backend:
     opened: list[Storage] = field(default_factory=list)
 
     async def open(self, limits: StorageLimits | None = None) -> Storage:
-        store = self.make(limits or StorageLimits())
+        store = self.make(limits or storage_limits(Settings()))
         await store.open()
         self.opened.append(store)
         return store
@@ -36,13 +45,17 @@ class Backend:
         await store.close()
         return await self.open()
 
+    async def reopen_with(self, store: Storage, limits: StorageLimits) -> Storage:
+        await store.close()
+        return await self.open(limits)
+
     async def close_all(self) -> None:
         for store in self.opened:
             await store.close()
 
 
 def _sqlite(tmp_path: Path) -> Backend:
-    return Backend("sqlite", lambda limits: SqliteStorage(tmp_path / "home", "full", limits))
+    return Backend("sqlite", lambda limits: SqliteStorage(tmp_path / "home", limits, sync="full"))
 
 
 def _postgres(tmp_path: Path) -> Backend:
@@ -50,15 +63,22 @@ def _postgres(tmp_path: Path) -> Backend:
     dsn = shared_server().create_schema()
     return Backend(
         "postgres",
-        lambda limits: PostgresStorage(dsn, "full", limits),
+        lambda limits: PostgresStorage(dsn, limits, sync="full"),
         local_disk=False,
         shared=True,
     )
 
 
+def _memory(tmp_path: Path) -> Backend:
+    """The reference backend; stores opened on one state see one another's changes."""
+    state = MemoryState()
+    return Backend("memory", lambda limits: MemoryStorage(limits, state), local_disk=False)
+
+
 BACKENDS: dict[str, Callable[[Path], Backend]] = {
     "sqlite": _sqlite,
     "postgres": _postgres,
+    "memory": _memory,
 }
 
 

@@ -86,7 +86,7 @@ async def test_legacy_batches_leave_with_their_registration(store: Storage) -> N
         await store.fetch(RID, 10, BIG, NOW)
     assert (await store.status()).events_stored == 0
     assert await store.adopt(RID, [(1, [ev(1)])], NOW)  # the id is free again
-    assert await store.expire(NOW + 1) == [RID]
+    assert (await store.expire(NOW + 1)).expired == [RID]
     assert await store.revive(RID, NOW + 2)
     await store.append([ev(2)], NOW + 2)
     assert await drain(store, RID) == [(2, [ev(2)])]

@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from cfylogs.errors import StorageUnavailable
-from cfylogs.storage.base import Storage, StorageLimits
-from tests.contract.conftest import Backend
+from cfylogs.storage.base import Storage
+from tests.contract.conftest import Backend, limits
 from tests.contract.test_storage_contract import BIG, NOW, ev
 
 
@@ -34,21 +34,24 @@ async def dropped(store: Storage, registration_id: str) -> int:
 async def test_drop_oldest_keeps_the_newest_events_of_the_lagging_registration(
     backend: Backend,
 ) -> None:
-    store = await backend.open(StorageLimits(max_backlog_events=5))
+    store = await backend.open(limits(max_backlog_events=5))
     lagging, keeping_up = await reg(store), await reg(store)
+    lost = 0
     for i in range(8):
         outcome = await store.append([ev(i)], NOW)
         assert outcome.stored == 1  # ingest keeps working for everyone
+        lost += outcome.dropped
         batch = await store.fetch(keeping_up, 10, BIG, NOW)
         assert batch is not None
         await store.ack(keeping_up, batch.id, NOW)
     assert await drain(store, lagging) == [ev(i) for i in range(3, 8)]
     assert await dropped(store, lagging) == 3
     assert await dropped(store, keeping_up) == 0
+    assert lost == 3  # the appends say what they dropped (the relay's counter)
 
 
 async def test_drop_oldest_can_take_the_pending_batch(backend: Backend) -> None:
-    store = await backend.open(StorageLimits(max_backlog_events=4))
+    store = await backend.open(limits(max_backlog_events=4))
     r = await reg(store)
     await store.append([ev(0), ev(1), ev(2)], NOW)
     pending = await store.fetch(r, 2, BIG, NOW)
@@ -62,7 +65,7 @@ async def test_drop_oldest_can_take_the_pending_batch(backend: Backend) -> None:
 
 async def test_drop_oldest_by_bytes(backend: Backend) -> None:
     size = len(ev(0, pad=50))
-    store = await backend.open(StorageLimits(max_backlog_bytes=3 * size))
+    store = await backend.open(limits(max_backlog_bytes=3 * size))
     r = await reg(store)
     for i in range(6):
         await store.append([ev(i, pad=50)], NOW)
@@ -72,7 +75,7 @@ async def test_drop_oldest_by_bytes(backend: Backend) -> None:
 
 
 async def test_reject_refuses_producers_instead(backend: Backend) -> None:
-    store = await backend.open(StorageLimits(max_backlog_events=3, backlog_policy="reject"))
+    store = await backend.open(limits(max_backlog_events=3, backlog_policy="reject"))
     r = await reg(store)
     await store.append([ev(0), ev(1), ev(2)], NOW)
     with pytest.raises(StorageUnavailable, match="backlog"):
@@ -94,7 +97,7 @@ async def test_below_the_watermark_ingest_is_refused_but_consumers_drain(
     r = await reg(store)
     await store.append([ev(0)], NOW)
     await store.close()
-    store = await backend.open(StorageLimits(min_free_bytes=1 << 62))
+    store = await backend.open(limits(min_free_bytes=1 << 62))
     with pytest.raises(StorageUnavailable, match="min_free_bytes") as info:
         await store.append([ev(1)], NOW)
     assert info.value.retry_after

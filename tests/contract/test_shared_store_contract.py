@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from cfylogs.models import DeadLetters
 from cfylogs.storage.base import Storage
 from tests.contract.conftest import Backend
 from tests.contract.test_storage_contract import BIG, NOW, ev
@@ -44,7 +45,8 @@ async def test_concurrent_fetches_hand_out_one_batch(stores: list[Storage]) -> N
 async def test_leases_expire_once_not_once_per_instance(stores: list[Storage]) -> None:
     idle = str(uuid.uuid4())
     await stores[0].register(idle, None, None, NOW)
-    expired = await asyncio.gather(*(s.expire(NOW + 10) for s in stores))
+    outcomes = await asyncio.gather(*(s.expire(NOW + 10) for s in stores))
+    expired = [outcome.expired for outcome in outcomes]
     assert sorted(map(len, expired)) == [0, 0, 1] and [idle] in expired
 
 
@@ -107,7 +109,7 @@ async def test_a_dead_letter_replayed_from_two_instances_at_once_is_stored_once(
     a, b, _ = stores
     registration_id = str(uuid.uuid4())
     await a.register(registration_id, None, None, NOW)
-    await a.append_dead_letters([(ev(i), "junk") for i in range(3)], NOW, 0)
+    await a.append([], NOW, DeadLetters([(ev(i), "junk") for i in range(3)], 0))
     ids = [letter.id for letter in await b.list_dead_letters(0, 10)]
     outcomes = await asyncio.gather(
         a.replay_dead_letters(ids, NOW), b.replay_dead_letters(ids, NOW)

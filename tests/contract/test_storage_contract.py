@@ -9,7 +9,7 @@ import pytest
 
 from cfylogs.errors import BatchNotDelivered, RegistrationExpired, RegistrationNotFound
 from cfylogs.storage.base import Storage
-from tests.contract.conftest import Backend
+from tests.contract.conftest import Backend, limits
 
 NOW = 1_800_000_000.0
 BIG = 1 << 40
@@ -142,8 +142,8 @@ async def test_expired_registrations_can_be_revived_with_an_empty_backlog(store:
     pending = await store.fetch(idle, 10, BIG, NOW)
     assert pending is not None and pending.id == 0
     await store.touch(busy, NOW + 100)
-    assert await store.expire(NOW + 50) == [idle]
-    assert await store.expire(NOW + 50) == []  # expires once
+    assert (await store.expire(NOW + 50)).expired == [idle]
+    assert (await store.expire(NOW + 50)).expired == []  # expires once
     with pytest.raises(RegistrationExpired):
         await store.fetch(idle, 10, BIG, NOW + 200)
     with pytest.raises(RegistrationExpired):
@@ -156,6 +156,53 @@ async def test_expired_registrations_can_be_revived_with_an_empty_backlog(store:
     batch = await store.fetch(idle, 10, BIG, NOW + 300)
     assert batch is not None and (batch.id, list(batch.entries)) == (1, [ev(3)])
     assert not (await store.ack(idle, 0, NOW + 300)).acknowledged  # old ids stay acknowledged
+
+
+async def test_expired_registrations_are_deleted_after_their_retention(
+    backend: Backend,
+) -> None:
+    """Kept to be revived for `expired_retention_sec` after the lease ran out, then gone."""
+    store = await backend.open(limits(expired_retention_sec=1000))
+    old, recent, active = await reg(store), await reg(store), await reg(store)
+    await store.touch(recent, NOW + 500)
+    await store.touch(active, NOW + 5000)
+    outcome = await store.expire(NOW + 600)  # the leases of `old` and `recent` ran out
+    assert sorted(outcome.expired) == sorted([old, recent]) and outcome.purged == []
+    outcome = await store.expire(NOW + 1200)  # 1,200 s after `old`, 700 after `recent`
+    assert (outcome.expired, outcome.purged) == ([], [old])
+    assert not await store.revive(old, NOW + 1300)
+    with pytest.raises(RegistrationNotFound):
+        await store.unregister(old)
+    assert await store.revive(recent, NOW + 1300)  # still within its retention
+    assert {r.id for r in await store.registrations()} == {recent, active}
+    store = await backend.reopen(store)
+    assert (await store.expire(NOW + 1300)).purged == []
+
+
+async def test_expired_registrations_are_kept_for_ever_with_no_retention(
+    backend: Backend,
+) -> None:
+    store = await backend.open(limits(expired_retention_sec=0))
+    idle = await reg(store)
+    assert (await store.expire(NOW + 1)).expired == [idle]
+    assert (await store.expire(NOW + 10**9)).purged == []
+    assert await store.revive(idle, NOW + 10**9)
+
+
+async def test_a_redelivered_batch_shares_the_entries_handed_out_before(store: Storage) -> None:
+    """A thousand long polls on one registration get the same pending batch: while one
+    delivery holds its entries, the others get that object, not copies of their own."""
+    r = await reg(store)
+    await store.append([ev(i, pad=100) for i in range(50)], NOW)
+    first = await store.fetch(r, 100, BIG, NOW)
+    again = await asyncio.gather(*(store.fetch(r, 100, BIG, NOW) for _ in range(5)))
+    assert first is not None and all(batch is not None for batch in again)
+    assert all(batch.entries is first.entries for batch in again if batch is not None)
+    assert sorted(batch.deliveries for batch in again if batch is not None) == [2, 3, 4, 5, 6]
+    await store.ack(r, first.id, NOW)
+    await store.append([ev(99)], NOW)
+    following = await store.fetch(r, 100, BIG, NOW)
+    assert following is not None and list(following.entries) == [ev(99)]
 
 
 async def test_registration_list_shows_backlog_and_redeliveries(store: Storage) -> None:

@@ -161,7 +161,7 @@ class StorageMachine(RuleBasedStateMachine):
     @rule(everyone=st.booleans())
     def expire(self, everyone: bool) -> None:
         """All were last seen at NOW: expire all of them, or none."""
-        expired = self.run(self.store.expire(NOW + 1 if everyone else NOW - 1))
+        expired = self.run(self.store.expire(NOW + 1 if everyone else NOW - 1)).expired
         active = {rid for rid, reg in self.model.items() if reg.active} if everyone else set()
         assert set(expired) == active
         for registration_id in active:

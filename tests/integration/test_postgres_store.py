@@ -15,7 +15,7 @@ from cfylogs.config import load_settings
 from cfylogs.errors import ConfigError, StorageCorrupt
 from cfylogs.storage import create_storage
 from cfylogs.storage.postgres import PostgresStorage
-from cfylogs.storage.postgres_schema import MIGRATIONS
+from cfylogs.storage.postgres.schema import MIGRATIONS
 from tests.pgserver import PgServer
 
 NOW = 1_800_000_000.0

@@ -1,16 +1,20 @@
-"""The domain over a real embedded store, with a clock the tests control."""
+"""The domain over the reference store (in memory, no threads), with a clock the tests control."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cfylogs.errors import RegistrationNotFound
-from cfylogs.relay import Relay, RelayOptions
-from cfylogs.storage.sqlite import SqliteStorage
+from cfylogs.config import Settings
+from cfylogs.errors import RegistrationNotFound, StorageUnavailable
+from cfylogs.relay import Relay, relay_options
+from cfylogs.storage.memory import MemoryState, MemoryStorage
+from tests.contract.conftest import limits
 
 
 class Clock:
@@ -26,15 +30,23 @@ def clock() -> Clock:
     return Clock()
 
 
-async def make_relay(tmp_path: Path, clock: Clock, **options: object) -> Relay:
-    relay = Relay(SqliteStorage(tmp_path / "home"), RelayOptions(**options), clock)  # type: ignore[arg-type]
+@pytest.fixture
+def state() -> MemoryState:
+    """What the store holds, kept across a relay's stop and start."""
+    return MemoryState()
+
+
+async def make_relay(state: MemoryState, clock: Clock, **options: Any) -> Relay:
+    """A relay with the default settings but `options`."""
+    chosen = dataclasses.replace(relay_options(Settings()), **options)
+    relay = Relay(MemoryStorage(state=state), chosen, clock)
     await relay.start()
     return relay
 
 
 @pytest.fixture
-async def relay(tmp_path: Path, clock: Clock) -> AsyncIterator[Relay]:
-    relay = await make_relay(tmp_path, clock, batch_size=3)
+async def relay(state: MemoryState, clock: Clock) -> AsyncIterator[Relay]:
+    relay = await make_relay(state, clock, batch_size=3)
     yield relay
     await relay.stop()
 
@@ -81,8 +93,8 @@ async def test_shutdown_answers_waiting_fetches(relay: Relay) -> None:
     assert await asyncio.wait_for(waiter, 5) is None
 
 
-async def test_leases_run_from_the_relay_start(tmp_path: Path, clock: Clock) -> None:
-    relay = await make_relay(tmp_path, clock, leased=True, lease_duration_sec=100)
+async def test_leases_run_from_the_relay_start(state: MemoryState, clock: Clock) -> None:
+    relay = await make_relay(state, clock, leased=True, lease_duration_sec=100)
     try:
         idle = await relay.register()
         clock.now += 50
@@ -95,22 +107,90 @@ async def test_leases_run_from_the_relay_start(tmp_path: Path, clock: Clock) -> 
     finally:
         await relay.stop()
     clock.now += 10_000  # down for hours: nobody expires at restart
-    relay = await make_relay(tmp_path, clock, leased=True, lease_duration_sec=100)
+    relay = await make_relay(state, clock, leased=True, lease_duration_sec=100)
     try:
         assert await relay.expire_leases() == []
     finally:
         await relay.stop()
 
 
-async def test_no_revival_when_it_is_off(tmp_path: Path, clock: Clock) -> None:
-    relay = await make_relay(
-        tmp_path, clock, leased=True, lease_duration_sec=10, revive_expired=False
-    )
+async def test_no_revival_when_it_is_off(state: MemoryState, clock: Clock) -> None:
+    relay = await make_relay(state, clock, leased=True, lease_duration_sec=10, revive_expired=False)
     try:
         r = await relay.register()
         clock.now += 20
         assert await relay.expire_leases() == [r]
         with pytest.raises(RegistrationNotFound):
             await relay.fetch(r)
+    finally:
+        await relay.stop()
+
+
+LOG = (
+    b'{"type":"cloudify_log","level":"info","timestamp":"2017-09-14T14:06:50.296Z",'
+    b'"context":{},"message":{"text":"ok"}}'
+)
+
+
+async def test_a_refused_ingest_keeps_no_dead_letter_and_its_retry_keeps_it_once(
+    clock: Clock,
+) -> None:
+    """The request's events and dead letters are one storage step: a 503 stores neither,
+    so the producer's retry cannot leave a dead letter twice."""
+    store = MemoryStorage(limits(max_backlog_events=1, backlog_policy="reject"))
+    relay = Relay(store, dataclasses.replace(relay_options(Settings()), accept="cloudify"), clock)
+    await relay.start()
+    try:
+        r = await relay.register()
+        await relay.ingest([LOG])
+        with pytest.raises(StorageUnavailable):
+            await relay.ingest([LOG, b'{"junk":1}'])
+        assert await store.count_dead_letters() == 0
+        assert relay.counters.events_dead_lettered == 0 and relay.counters.ingests_refused == 1
+        batch = await relay.fetch(r)
+        assert batch is not None
+        await relay.ack(r, batch.id)
+        result = await relay.ingest([LOG, b'{"junk":1}'])  # the retry
+        assert (result.stored, result.dead_lettered) == (1, 1)
+        assert await store.count_dead_letters() == 1
+        assert relay.counters.events_dead_lettered == 1
+    finally:
+        await relay.stop()
+
+
+async def test_events_dropped_by_the_caps_are_counted(state: MemoryState, clock: Clock) -> None:
+    store = MemoryStorage(limits(max_backlog_events=2))
+    relay = Relay(store, relay_options(Settings()), clock)
+    await relay.start()
+    try:
+        await relay.register()
+        await relay.register()
+        await relay.ingest([b'{"n":%d}' % i for i in range(5)])
+        assert relay.counters.events_dropped == 6  # three from each backlog
+    finally:
+        await relay.stop()
+
+
+async def test_expired_registrations_are_purged_after_their_retention(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStorage(limits(expired_retention_sec=1000))
+    options = dataclasses.replace(relay_options(Settings()), leased=True, lease_duration_sec=100)
+    relay = Relay(store, options, clock)
+    await relay.start()
+    try:
+        idle = await relay.register()
+        clock.now += 150
+        assert await relay.expire_leases() == [idle]
+        clock.now += 500
+        await relay.expire_leases()
+        assert relay.counters.registrations_purged == 0
+        clock.now += 600  # 1,100 s after its lease ran out
+        with caplog.at_level(logging.INFO, logger="cfylogs.relay"):
+            await relay.expire_leases()
+        assert relay.counters.registrations_purged == 1
+        assert any(idle in m and "deleted" in m for m in caplog.messages)
+        with pytest.raises(RegistrationNotFound):
+            await relay.fetch(idle)  # not revived: forgotten
     finally:
         await relay.stop()

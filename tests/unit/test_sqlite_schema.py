@@ -6,8 +6,10 @@ import sqlite3
 from pathlib import Path
 
 from cfylogs.http.render import render_batch
-from cfylogs.models import JoinedEntries
-from cfylogs.storage.sqlite import _SCHEMA, DB_FILE, SCHEMA_VERSION, SqliteStorage, _pack
+from cfylogs.models import DeadLetters, JoinedEntries
+from cfylogs.storage.sqlite import DB_FILE, SqliteStorage
+from cfylogs.storage.sqlite.chunkformat import pack
+from cfylogs.storage.sqlite.schema import SCHEMA, SCHEMA_VERSION
 
 
 async def test_a_schema_1_store_is_upgraded_and_keeps_its_registrations(tmp_path: Path) -> None:
@@ -15,7 +17,7 @@ async def test_a_schema_1_store_is_upgraded_and_keeps_its_registrations(tmp_path
     home.mkdir()
     conn = sqlite3.connect(home / DB_FILE)
     conn.executescript(
-        f"{_SCHEMA}; INSERT INTO meta (key, value) VALUES "
+        f"{SCHEMA}; INSERT INTO meta (key, value) VALUES "
         "('schema_version', 1), ('head_seq', 0), ('head_byte', 0);"
         "INSERT INTO registrations (id, created_at, last_seen, active, cursor, next_batch_id) "
         "VALUES ('old', 1, 1, 1, 0, 5);"
@@ -29,7 +31,7 @@ async def test_a_schema_1_store_is_upgraded_and_keeps_its_registrations(tmp_path
         assert await store.adopt("new", [(2, [b"{}"])], 10.0)
         batch = await store.fetch("new", 10, 1 << 20, 10.0)
         assert batch is not None and (batch.id, list(batch.entries)) == (2, [b"{}"])
-        await store.append_dead_letters([(b"{}", "junk")], 10.0, 0)  # schema 3: dead letters
+        await store.append([], 10.0, DeadLetters([(b"{}", "junk")], 0))  # schema 3: dead letters
         assert await store.count_dead_letters() == 1
     finally:
         await store.close()
@@ -48,7 +50,7 @@ async def test_chunks_stored_without_separators_read_back_beside_new_ones(tmp_pa
     await store.open()
     await store.register("r", None, None, 1.0)
     await store.close()
-    offsets, data = _pack(old_events)  # the earlier format: no separator
+    offsets, data = pack(old_events)  # the earlier format: no separator
     conn = sqlite3.connect(home / DB_FILE)
     with conn:
         conn.execute(

@@ -1,4 +1,4 @@
-"""The embedded store's writer thread: a failure outside a transaction answers its callers."""
+"""The embedded store's writer thread, driven through its test seam (`WriterHooks`)."""
 
 from __future__ import annotations
 
@@ -6,32 +6,48 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cfylogs.errors import BatchNotDelivered, StorageUnavailable
-from cfylogs.storage.sqlite import DB_FILE, SqliteStorage
+from cfylogs.storage.sqlite import DB_FILE, SqliteStorage, WriterHooks
+
+
+class FailOnce(WriterHooks):
+    """Fails the next group outside its transaction, as a bug or an OS error while
+    handling a full disk would (nothing that can be provoked from outside)."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def group_taken(self, ops: int) -> None:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("injected: an OS error outside the transaction")
+
+
+class HoldAppendsAlone(WriterHooks):
+    """Holds a group of appends alone before its INSERT, while `hold` is set."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def appending_alone(self) -> None:
+        if self.hold:
+            self.entered.set()
+            self.go.wait(10)
 
 
 async def test_a_group_failing_outside_its_transaction_is_answered_503_and_the_writer_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    store = SqliteStorage(tmp_path / "home")
+    hooks = FailOnce()
+    store = SqliteStorage(tmp_path / "home", hooks=hooks)
     await store.open()
     try:
         await store.register("r", None, None, 1.0)
-        run_group = store._run_group
-        failures = iter([RuntimeError("injected: an OS error outside the transaction")])
-
-        def failing_once(ops: Any) -> None:
-            failure = next(failures, None)
-            if failure is not None:
-                raise failure
-            run_group(ops)
-
-        # What cannot be provoked from outside (a bug, an OS error while handling a full disk)
-        monkeypatch.setattr(store, "_run_group", failing_once)
+        hooks.armed = True
         with pytest.raises(StorageUnavailable):
             await store.append([b'{"n":1}'], 2.0)  # answered, not left hanging
         assert (await store.append([b'{"n":2}'], 3.0)).stored == 1
@@ -88,31 +104,24 @@ async def test_appends_committed_alone_leave_a_head_that_reopening_and_collectio
 
 
 async def test_a_long_poll_answered_without_a_batch_cut_ahead_leaves_nothing_to_cut(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """A poll may register while an append it cannot profit from is committing (appends
     alone cut nothing ahead); its next fetch cuts the batch the usual way. That must end
     its wish too: otherwise the following append cuts a batch nobody asked for, and an
     ack of that id, never handed out, would be taken instead of refused (409)."""
-    store = SqliteStorage(tmp_path / "home")
+    hooks = HoldAppendsAlone()
+    store = SqliteStorage(tmp_path / "home", hooks=hooks)
     await store.open()
     try:
         await store.register("r", None, None, 1.0)
-        entered, go = threading.Event(), threading.Event()
-        append_alone = store._append_alone
-
-        def held(ops: Any) -> Any:
-            entered.set()
-            go.wait(10)
-            return append_alone(ops)
-
-        monkeypatch.setattr(store, "_append_alone", held)
+        hooks.hold = True
         appending = asyncio.create_task(store.append([b'{"n":0}'], 2.0))
-        assert await asyncio.to_thread(entered.wait, 10)
+        assert await asyncio.to_thread(hooks.entered.wait, 10)
         assert await store.fetch("r", 10, 1 << 20, 2.0, waiting=True) is None
-        go.set()
+        hooks.hold = False
+        hooks.go.set()
         await appending
-        monkeypatch.setattr(store, "_append_alone", append_alone)
         batch = await store.fetch("r", 10, 1 << 20, 2.0, waiting=True)
         assert batch is not None and list(batch.entries) == [b'{"n":0}']
         assert (await store.ack("r", batch.id, 2.0)).acknowledged

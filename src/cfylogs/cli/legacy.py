@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from cfylogs.storage import embedded_store_exists
 from cfylogs.storage.base import Storage
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ async def run_import(
 
     # A dry run must not create the embedded store just to find it empty.
     embedded = settings.storage_backend == "sqlite"
-    if dry_run and embedded and not _embedded_store_exists(settings.home_directory):
+    if dry_run and embedded and not embedded_store_exists(settings.home_directory):
         return await import_home(home, None, time.time(), echo, dry_run=True)
     store = create_storage(settings)
     await store.open()
@@ -247,10 +248,3 @@ async def run_import(
         return await import_home(home, store, time.time(), echo, dry_run)
     finally:
         await store.close()
-
-
-def _embedded_store_exists(home: Path) -> bool:
-    # TODO: switch to cfylogs.storage.embedded_store_exists(home) once the storage split lands.
-    from cfylogs.storage.sqlite import DB_FILE
-
-    return (home / DB_FILE).exists()

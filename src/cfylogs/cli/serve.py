@@ -7,13 +7,16 @@ import logging
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cfylogs import __version__
 from cfylogs.cli.options import EXIT_FAILURE, EXIT_USAGE
 from cfylogs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cfylogs.config import Settings
 
 log = logging.getLogger("cfylogs")
 
@@ -48,6 +51,7 @@ def serve(config_path: Path | None, log_level: str | None, log_format: str | Non
         sys.exit(EXIT_USAGE)
     setup_logging(log_level or settings.log_level, log_format or settings.log_format)
     log.info("cfylogs %s starting (settings from %s)", __version__, settings.source)
+    _hint_legacy_home(settings)
     try:
         _run(run_server(settings))
     except ConfigError as exc:
@@ -56,6 +60,26 @@ def serve(config_path: Path | None, log_level: str | None, log_format: str | Non
     except OSError as exc:
         log.error("%s", exc)
         sys.exit(EXIT_FAILURE)
+
+
+def _hint_legacy_home(settings: Settings) -> None:
+    """The Java server's home is the default home_directory too: say what is not served."""
+    from cfylogs.cli.legacy import is_legacy_home
+    from cfylogs.storage import embedded_store_exists
+
+    home = settings.home_directory
+    if (
+        settings.storage_backend == "sqlite"
+        and is_legacy_home(home)
+        and not embedded_store_exists(home)
+    ):
+        log.warning(
+            "%s holds the Java alien4cloud-cfy-logs state: its registrations and pending "
+            "batches are not served until imported; stop cfylogs and run "
+            "`cfylogs import-legacy %s` (see docs/MIGRATION.md)",
+            home,
+            home,
+        )
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

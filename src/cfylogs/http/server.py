@@ -22,7 +22,7 @@ from cfylogs.http.app import App, HttpOptions
 from cfylogs.http.budget import ByteBudget
 from cfylogs.http.protocol import Limits, Site
 from cfylogs.metrics import Metrics
-from cfylogs.relay import Relay, RelayOptions
+from cfylogs.relay import Relay, relay_options
 from cfylogs.storage import create_storage
 from cfylogs.tls import build_server_context
 
@@ -45,19 +45,6 @@ class Listener:
         scheme = "https" if self.ssl_context else "http"
         shown = f"[{host}]" if ":" in host else host
         return f"{scheme}://{shown}:{port}"
-
-
-def relay_options(settings: Settings) -> RelayOptions:
-    return RelayOptions(
-        batch_size=settings.buffer_size,
-        max_batch_bytes=settings.buffer_max_batch_bytes,
-        leased=settings.lease_enabled,
-        lease_duration_sec=settings.lease_duration_sec,
-        lease_check_every_sec=settings.lease_check_every_sec,
-        revive_expired=settings.lease_revive_expired,
-        accept=settings.ingest_accept,
-        max_dead_letters=settings.ingest_max_dead_letters,
-    )
 
 
 def bind(address: str, port: int) -> socket.socket:
@@ -125,7 +112,6 @@ def build_listeners(
 async def serve(settings: Settings) -> None:
     """Open the store, serve until SIGTERM/SIGINT, drain, close. Raises on start-up errors."""
     ssl_context = build_server_context(settings)  # before the store: a bad keystore opens nothing
-    _hint_legacy_home(settings)
     relay = Relay(create_storage(settings), relay_options(settings))
     await relay.start()
     log.info("storage %s ready%s", settings.storage_backend, _where(settings))
@@ -183,26 +169,6 @@ async def serve(settings: Settings) -> None:
             loop.remove_signal_handler(signum)
         await relay.stop()
         log.info("stopped")
-
-
-def _hint_legacy_home(settings: Settings) -> None:
-    """The Java server's home is the default home_directory too: say what is not served."""
-    from cfylogs.cli.legacy import is_legacy_home
-    from cfylogs.storage.sqlite import DB_FILE
-
-    home = settings.home_directory
-    if (
-        settings.storage_backend == "sqlite"
-        and is_legacy_home(home)
-        and not (home / DB_FILE).exists()
-    ):
-        log.warning(
-            "%s holds the Java alien4cloud-cfy-logs state: its registrations and pending "
-            "batches are not served until imported; stop cfylogs and run "
-            "`cfylogs import-legacy %s` (see docs/MIGRATION.md)",
-            home,
-            home,
-        )
 
 
 def _where(settings: Settings) -> str:

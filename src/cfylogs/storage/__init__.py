@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cfylogs.config import Settings
 from cfylogs.errors import ConfigError
-from cfylogs.storage.base import Storage, StorageLimits
-
-
-def storage_limits(settings: Settings) -> StorageLimits:
-    return StorageLimits(
-        max_backlog_events=settings.storage_max_backlog_events,
-        max_backlog_bytes=settings.storage_max_backlog_bytes,
-        backlog_policy=settings.storage_backlog_policy,
-        min_free_bytes=settings.storage_min_free_bytes,
-    )
+from cfylogs.storage.base import Storage
+from cfylogs.storage.policy import StorageLimits, storage_limits
 
 
 def create_storage(settings: Settings) -> Storage:
@@ -23,8 +17,8 @@ def create_storage(settings: Settings) -> Storage:
 
         return SqliteStorage(
             settings.home_directory,
+            storage_limits(settings),
             sync=settings.storage_sync,
-            limits=storage_limits(settings),
             reserve_bytes=settings.storage_disk_reserve_bytes,
         )
     if settings.storage_backend == "postgres" and settings.storage_postgres_dsn:
@@ -32,8 +26,8 @@ def create_storage(settings: Settings) -> Storage:
 
         return PostgresStorage(
             settings.storage_postgres_dsn,
+            storage_limits(settings),
             sync=settings.storage_sync,
-            limits=storage_limits(settings),
             pool_size=settings.storage_postgres_pool_size,
         )
     raise ConfigError(
@@ -41,4 +35,27 @@ def create_storage(settings: Settings) -> Storage:
     )
 
 
-__all__ = ["Storage", "StorageLimits", "create_storage", "storage_limits"]
+def store_path(settings: Settings) -> Path | None:
+    """The embedded store's database file, or None when the store is PostgreSQL."""
+    if settings.storage_backend != "sqlite":
+        return None
+    from cfylogs.storage.sqlite.files import DB_FILE
+
+    return settings.home_directory / DB_FILE
+
+
+def embedded_store_exists(home: Path) -> bool:
+    """Whether `home` (a home_directory) holds an embedded store already."""
+    from cfylogs.storage.sqlite.files import DB_FILE
+
+    return (home / DB_FILE).exists()
+
+
+__all__ = [
+    "Storage",
+    "StorageLimits",
+    "create_storage",
+    "embedded_store_exists",
+    "storage_limits",
+    "store_path",
+]

@@ -25,6 +25,8 @@ from cfylogs.models import (
     AppendOutcome,
     Batch,
     DeadLetter,
+    DeadLetters,
+    ExpiryOutcome,
     Registration,
     StoreStatus,
 )
@@ -70,21 +72,6 @@ class RegistrationRow:
         )
 
 
-@dataclass(frozen=True)
-class StorageLimits:
-    """Back-pressure and caps every backend enforces in `append` (0 means no limit)."""
-
-    #: Per registration: most unacknowledged events / bytes kept.
-    max_backlog_events: int = 0
-    max_backlog_bytes: int = 0
-    #: `drop_oldest`: over a cap, that registration's oldest events are dropped
-    #: (counted in `Registration.dropped_events`) and ingest goes on;
-    #: `reject`: the append is refused with `StorageUnavailable`.
-    backlog_policy: str = "drop_oldest"
-    #: Appends are refused with `StorageUnavailable` while less is free.
-    min_free_bytes: int = 0
-
-
 class Storage(abc.ABC):
     """What the relay needs from a store. Methods may raise `StorageUnavailable`."""
 
@@ -103,15 +90,19 @@ class Storage(abc.ABC):
         *another* process sharing this store (the relay already knows of its own)."""
 
     @abc.abstractmethod
-    async def append(self, events: Sequence[bytes], now: float) -> AppendOutcome:
-        """Store `events` (raw JSON objects) in order, all or none, durably.
+    async def append(
+        self, events: Sequence[bytes], now: float, dead_letters: DeadLetters | None = None
+    ) -> AppendOutcome:
+        """Store `events` (raw JSON objects) in order, and `dead_letters`, all or none, durably.
 
         Events arriving while no registration is active are discarded, not
-        stored (`AppendOutcome.discarded`). Enforces `StorageLimits`: raises
-        `StorageUnavailable` below the free-space watermark or, with the
-        `reject` policy, when a backlog is full; with `drop_oldest`, drops
-        the oldest events (pending batch included) of a registration over a
-        cap after storing.
+        stored (`AppendOutcome.discarded`); dead letters are stored regardless
+        (they are for the operator), the oldest beyond `max_kept` deleted.
+        Enforces `StorageLimits`: raises `StorageUnavailable`, storing nothing
+        (no dead letter either), below the free-space watermark or, with the
+        `reject` policy, when a backlog is full; with `drop_oldest`, drops the
+        oldest events (pending batch included) of a registration over a cap
+        after storing (`AppendOutcome.dropped`).
         """
 
     @abc.abstractmethod
@@ -160,9 +151,10 @@ class Storage(abc.ABC):
         delays an expiry. Raises like `fetch`."""
 
     @abc.abstractmethod
-    async def expire(self, idle_since: float) -> list[str]:
-        """Expire the active registrations last seen before `idle_since`; return their
-        ids. An expired registration keeps its id (for `revive`) but no backlog."""
+    async def expire(self, idle_since: float) -> ExpiryOutcome:
+        """Expire the active registrations last seen before `idle_since`. An expired
+        registration keeps its id (for `revive`) but no backlog, until it was last seen
+        `StorageLimits.expired_retention_sec` before `idle_since`: then it is deleted."""
 
     @abc.abstractmethod
     async def revive(self, registration_id: str, now: float) -> bool:
@@ -203,19 +195,8 @@ class Storage(abc.ABC):
         `ValueError` for ids out of order or negative, or an empty batch.
         """
 
-    # --- dead letters: events the ingest filter kept from consumers (ingest.accept)
-
-    @abc.abstractmethod
-    async def append_dead_letters(
-        self, letters: Sequence[tuple[bytes, str]], now: float, max_kept: int
-    ) -> int:
-        """Store `(event, reason)` pairs durably, all or none, with ids that grow.
-
-        Stored whether or not a registration is active (they are for the
-        operator). Raises `StorageUnavailable` below the free-space watermark.
-        With `max_kept` > 0, the oldest dead letters beyond that many are
-        deleted; returns how many were (0 usually).
-        """
+    # --- dead letters: events the ingest filter kept from consumers (ingest.accept),
+    # stored by `append`
 
     @abc.abstractmethod
     async def list_dead_letters(self, after_id: int, limit: int) -> list[DeadLetter]:

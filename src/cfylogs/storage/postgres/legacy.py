@@ -11,14 +11,10 @@ the rest.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import psycopg
 
 from cfylogs.errors import BatchNotDelivered, StorageCorrupt
 from cfylogs.models import AckResult, Batch
-
-AConn = psycopg.AsyncConnection[tuple[Any, ...]]
+from cfylogs.storage.postgres.connection import AConn
 
 #: Per registration: adopted events, bytes, oldest ingest time, first batch id and deliveries
 #: (joined laterally on `r`, the registration).

@@ -1,11 +1,24 @@
-"""The PostgreSQL schema as ordered migrations: version n is `MIGRATIONS[n - 1]`.
+"""The PostgreSQL schema as ordered migrations (version n is `MIGRATIONS[n - 1]`), and
+the runner that applies them.
 
 Never edit a released migration: add one. The relay applies the missing
 ones at start-up under an advisory lock, so instances starting together
-migrate once (see `PostgresStorage._migrate`).
+migrate once (`migrate`), and records them in `cfylogs_migrations`.
 """
 
 from __future__ import annotations
+
+import logging
+
+from cfylogs.errors import StorageCorrupt
+from cfylogs.storage.postgres.connection import AConn, one
+
+log = logging.getLogger("cfylogs.storage.postgres")
+
+#: First key of our advisory locks (second: the schema), "cfyl" in ASCII.
+LOCK_SPACE = 0x6366796C
+MIGRATE_LOCK = 1
+GC_LOCK = 2
 
 MIGRATIONS: list[list[str]] = [
     # 1: head counter, events stored once, registrations.
@@ -75,3 +88,28 @@ MIGRATIONS: list[list[str]] = [
         """,
     ],
 ]
+
+
+async def migrate(conn: AConn) -> None:
+    """Bring the schema to the newest version; one instance at a time does it."""
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+            (LOCK_SPACE + MIGRATE_LOCK,),
+        )
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS cfylogs_migrations ("
+            " version integer PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        applied = await one(conn, "SELECT coalesce(max(version), 0) FROM cfylogs_migrations")
+        if applied > len(MIGRATIONS):
+            raise StorageCorrupt(
+                f"the database was migrated by a newer cfylogs (schema {applied}, this one "
+                f"knows {len(MIGRATIONS)}); run that version, or a later one, on it"
+            )
+        for version, statements in enumerate(MIGRATIONS[applied:], start=applied + 1):
+            for statement in statements:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO cfylogs_migrations (version) VALUES (%s)", (version,))
+            log.info("PostgreSQL schema migrated to version %d", version)
