@@ -37,8 +37,9 @@ def test_past_the_budget_readers_wait_but_the_oldest_goes_on() -> None:
     assert budget.may_read(first)  # the oldest body completes whatever the budget
     assert not budget.may_read(second) and not budget.may_read(third)
     assert budget.waiting == 2
+    budget.settle(70)  # first's body is whole...
     budget.end_body(first)
-    budget.release(70)  # first's request answered: room again
+    budget.release(70, settled=True)  # ...and answered: room again
     assert second.resumed == third.resumed == 1 and budget.waiting == 0
     assert first.resumed == 0
 
@@ -51,8 +52,21 @@ def test_a_reader_that_goes_away_is_not_resumed() -> None:
     budget.add(10)
     assert not budget.may_read(gone)
     budget.end_body(gone)  # its connection was lost while it waited
-    budget.release(10)
+    budget.release(10, settled=False)
     assert gone.resumed == 0 and budget.waiting == 0 and budget.used == 0
+
+
+def test_while_whole_bodies_hold_the_budget_even_the_oldest_reader_waits() -> None:
+    """Bodies read whole give their bytes back once answered: no one need go on for
+    progress, so a reader does not add to memory that requests in processing hold."""
+    budget = ByteBudget(100)
+    reader = FakeReader()
+    budget.add(100, settled=True)  # a request read whole, being stored
+    budget.start_body(reader)
+    budget.add(5)
+    assert not budget.may_read(reader)
+    budget.release(100, settled=True)
+    assert reader.resumed == 1 and budget.used == 5 and budget.settled == 0
 
 
 def test_no_budget_never_pauses() -> None:

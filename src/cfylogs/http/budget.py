@@ -9,9 +9,12 @@ Bytes are counted as they arrive and given back when the request has been
 answered. While the budget is spent, connections reading a body stop
 reading (TCP then pushes back on their clients) until bytes are given back;
 nobody is refused, since Cloudify 4's Logstash 1.5 drops what is refused.
-The connection that started reading its body first always goes on, so
-bodies that together exceed the budget still complete one by one instead
-of waiting for each other forever. `capacity` 0 means no budget.
+Bytes are of two kinds: *reading* (a body still coming) and *settled* (a
+body read whole, or what it decoded into, until its answer). Settled bytes
+are given back by themselves; so when the budget is spent by reading bytes
+alone, the connection that started reading its body first goes on, and
+bodies that together exceed the budget complete one by one instead of
+waiting for each other forever. `capacity` 0 means no budget.
 
 Owned by the event loop thread: every method is called from it.
 """
@@ -32,6 +35,8 @@ class ByteBudget:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.used = 0
+        #: Of `used`, the bytes of requests read whole (given back once answered).
+        self.settled = 0
         #: Connections with a body in progress, oldest first (a dict keeps order).
         self._reading: dict[Reader, None] = {}
         #: Connections that stopped reading until room is given back, in order.
@@ -51,12 +56,20 @@ class ByteBudget:
         if self._paused and not self.spent():
             self._resume_all()
 
-    def add(self, nbytes: int) -> None:
+    def add(self, nbytes: int, settled: bool = False) -> None:
         """Bytes now held in memory (already received: they are never refused)."""
         self.used += nbytes
+        if settled:
+            self.settled += nbytes
 
-    def release(self, nbytes: int) -> None:
+    def settle(self, nbytes: int) -> None:
+        """A body of `nbytes` was read whole: its bytes go once it is answered."""
+        self.settled += nbytes
+
+    def release(self, nbytes: int, settled: bool) -> None:
         self.used -= nbytes
+        if settled:
+            self.settled -= nbytes
         if self._paused and not self.spent():
             self._resume_all()
 
@@ -65,8 +78,10 @@ class ByteBudget:
 
     def may_read(self, reader: Reader) -> bool:
         """Whether `reader` may read more body bytes now; if not, it is resumed later."""
-        if not self.spent() or next(iter(self._reading), None) is reader:
+        if not self.spent():
             return True
+        if not self.settled and next(iter(self._reading), None) is reader:
+            return True  # only unfinished bodies hold it: the first one must go on
         self._paused[reader] = None
         return False
 

@@ -526,8 +526,7 @@ class Connection(asyncio.Protocol):
             return
         request.parts.append(body)
         request.size = size
-        request.held += len(body)
-        self.site.budget.add(len(body))
+        request.hold(len(body))
 
     def on_message_complete(self) -> None:
         request = self.reading
@@ -535,6 +534,7 @@ class Connection(asyncio.Protocol):
             return  # an Upgrade request's body: read by the next parser (_restart_parser)
         self.reading = None
         request.complete = True
+        request.settle()
         parts = request.parts
         if parts:
             request.body = parts[0] if len(parts) == 1 else b"".join(parts)

@@ -50,6 +50,7 @@ class Request:
         "path",
         "query",
         "route",
+        "settled",
         "tls_subject",
     )
 
@@ -79,6 +80,8 @@ class Request:
         #: Bytes of this request counted in the relay's body budget (given back once
         #: answered).
         self.held = 0
+        #: Whether its body is read whole (its bytes then go once it is answered).
+        self.settled = False
         self.budget: ByteBudget | None = None
 
     def header(self, name: bytes) -> str:
@@ -91,12 +94,18 @@ class Request:
         """Count `nbytes` more of memory against the body budget until answered (e.g. a
         decompressed body)."""
         if self.budget is not None:
-            self.budget.add(nbytes)
+            self.budget.add(nbytes, self.settled)
             self.held += nbytes
+
+    def settle(self) -> None:
+        """Its body is read whole."""
+        if self.budget is not None and not self.settled:
+            self.settled = True
+            self.budget.settle(self.held)
 
     def release(self) -> None:
         if self.budget is not None and self.held:
-            self.budget.release(self.held)
+            self.budget.release(self.held, self.settled)
         self.held = 0
 
 
