@@ -74,6 +74,7 @@ SINGLE_HEADERS = frozenset(
 LINGER_SEC = 2.0
 LINGER_BYTES = 4 * 1024**2
 
+_NO_PARAMS: list[str] = []
 _PAUSE_BUDGET = 1
 _PAUSE_PIPELINE = 2
 _PAUSE_WRITE = 4
@@ -178,7 +179,22 @@ class Exchange(Request):
         tls_subject: str | None,
         http10: bool = False,
     ) -> None:
-        super().__init__(method, path, query, headers, keep_alive, client, tls_subject)
+        # Request's attributes set here rather than through super().__init__: one call
+        # less on every request (keep both in step).
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.client = client
+        self.tls_subject = tls_subject
+        self.body = b""
+        self.route = None
+        self.params = _NO_PARAMS
+        self.body_limit = 0
+        self.held = 0
+        self.settled = False
+        self.budget = None
         self.http10 = http10
         #: Its body has been read whole.
         self.complete = False
@@ -343,16 +359,18 @@ class Connection(asyncio.Protocol):
 
     def _feed(self, data: bytes) -> None:
         end = len(data)
-        view = memoryview(data) if end > SLICE else None
+        view: memoryview | None = None
         pos = 0
         while pos < end and not self.stopped:
             if self.pauses:
                 self.stash = data[pos:]
                 self._pause_reading()
                 break
-            if view is None and pos:
-                view = memoryview(data)  # resumed after an Upgrade request, mid-buffer
-            piece = data if view is None else view[pos : pos + SLICE]
+            if pos == 0 and end <= SLICE:
+                piece: bytes | memoryview = data  # most reads: one whole request or more
+            else:
+                view = view or memoryview(data)
+                piece = view[pos : pos + SLICE]
             try:
                 self.parser.feed_data(piece)
             except httptools.HttpParserUpgrade as exc:
@@ -473,7 +491,8 @@ class Connection(asyncio.Protocol):
             keep_alive,
             self.client,
             self.tls_subject,
-            http10=keep_alive and parser.get_http_version() == "1.0",
+            # HTTP/1.0 keeps a connection only when asked, in a Connection header.
+            http10=keep_alive and b"connection" in headers and parser.get_http_version() == "1.0",
         )
         request.budget = self.site.budget
         self.reading = request
@@ -589,6 +608,8 @@ class Connection(asyncio.Protocol):
         keep_alive = not (request.close or (self.stopped and not self.queue))
         connection = (b"keep-alive" if request.http10 else None) if keep_alive else b"close"
         date = self.site.date.line()
+        # write() keeps a reference to a large body rather than a copy (writelines may
+        # join): a thousand answers of one pending batch share its bytes.
         for buffer in encode_response(response, connection, date, request.method == "HEAD"):
             transport.write(buffer)
         if not keep_alive:
