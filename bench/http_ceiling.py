@@ -16,9 +16,9 @@ import uvloop
 from cfylogs.config import Settings
 from cfylogs.errors import RelayError
 from cfylogs.http.budget import ByteBudget
-from cfylogs.http.protocol import Site
 from cfylogs.http.render import error_response
 from cfylogs.http.server import bind, http_limits
+from cfylogs.http.site import Site
 from cfylogs.http.wire import Request, Response
 from cfylogs.payload import parse_events
 

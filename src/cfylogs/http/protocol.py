@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
 
@@ -50,12 +48,12 @@ from cfylogs.errors import (
     RequestTimeout,
     URITooLong,
 )
-from cfylogs.http.budget import ByteBudget
-from cfylogs.http.wire import CONTINUE, DateHeader, Request, Response, encode_response
+from cfylogs.http.deadline import Deadline
+from cfylogs.http.wire import CONTINUE, Request, Response, encode_response
 from cfylogs.tls import peer_subject
 
 if TYPE_CHECKING:
-    from cfylogs.http.app import App
+    from cfylogs.http.site import Site
 
 #: Requests parsed ahead of the one being answered before reading pauses.
 MAX_PIPELINE = 16
@@ -78,80 +76,6 @@ _NO_PARAMS: list[str] = []
 _PAUSE_BUDGET = 1
 _PAUSE_PIPELINE = 2
 _PAUSE_WRITE = 4
-
-
-class Limits:
-    """What every connection of a listener enforces (from the settings table)."""
-
-    __slots__ = (
-        "keep_alive",
-        "max_discard_bytes",
-        "max_header_bytes",
-        "max_headers",
-        "max_url_bytes",
-        "request_timeout",
-    )
-
-    def __init__(
-        self,
-        max_url_bytes: int,
-        max_header_bytes: int,
-        max_headers: int,
-        request_timeout: float,
-        keep_alive: float,
-        max_discard_bytes: int,
-    ) -> None:
-        self.max_url_bytes = max_url_bytes
-        self.max_header_bytes = max_header_bytes
-        self.max_headers = max_headers
-        self.request_timeout = request_timeout
-        self.keep_alive = keep_alive
-        #: Most body bytes read and thrown away after an early refusal (401, 404...)
-        #: to keep the connection; beyond, it is closed instead.
-        self.max_discard_bytes = max_discard_bytes
-
-
-class Site:
-    """What the connections of one listener share, and their graceful stop."""
-
-    def __init__(self, app: App, limits: Limits, budget: ByteBudget) -> None:
-        self.app = app
-        self.limits = limits
-        self.budget = budget
-        self.date = DateHeader()
-        self.connections: set[Connection] = set()
-        self.stopping = False
-        self._all_closed = asyncio.Event()
-        self._all_closed.set()
-
-    def connection(self) -> Connection:
-        """The protocol factory for `loop.create_server`."""
-        return Connection(self)
-
-    def opened(self, conn: Connection) -> None:
-        self.connections.add(conn)
-        self._all_closed.clear()
-
-    def closed(self, conn: Connection) -> None:
-        self.connections.discard(conn)
-        if not self.connections:
-            self._all_closed.set()
-
-    def begin_shutdown(self) -> None:
-        """Read no new request; close idle connections now, the others once answered."""
-        self.stopping = True
-        for conn in tuple(self.connections):
-            conn.shutdown()
-
-    async def wait_closed(self, timeout: float) -> bool:
-        """Whether every connection closed within `timeout`; those left are aborted."""
-        try:
-            await asyncio.wait_for(self._all_closed.wait(), timeout)
-            return True
-        except TimeoutError:
-            for conn in tuple(self.connections):
-                conn.abort()
-            return False
 
 
 class Exchange(Request):
@@ -236,7 +160,7 @@ class Connection(asyncio.Protocol):
         #: No further request is read (error, close, EOF, shutdown).
         self.stopped = False
         self.gone = False
-        self.deadline = _Deadline(self.loop, self._deadline_passed)
+        self.deadline = Deadline(self.loop, self._deadline_passed)
         self._deadline_is_keep_alive = False
         # The head being parsed.
         self._url = b""
@@ -403,6 +327,8 @@ class Connection(asyncio.Protocol):
                     self.site.budget.start_body(self)
                 if not self.site.budget.may_read(self):
                     self.pauses |= _PAUSE_BUDGET
+        if self.pauses:
+            self._pause_reading()  # now, not after one more read
         self._next()
 
     def _restart_parser(self) -> None:
@@ -694,50 +620,3 @@ def _malformed(exc: Exception) -> RelayError:
     if "version" in reason.lower() or "PRI" in reason:
         return HttpVersionNotSupported(f"this server speaks HTTP/1.1 and HTTP/1.0 only ({reason})")
     return BadRequest(f"malformed HTTP request: {reason}")
-
-
-class _Deadline:
-    """A deadline that requests push back: one timer, moved when it fires early.
-
-    Making and cancelling a timer for every request would be a good share of the
-    cost of a single-event ingest.
-    """
-
-    __slots__ = ("_at", "_handle", "_handle_at", "_loop", "_on_expiry")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_expiry: Callable[[], None]) -> None:
-        self._loop = loop
-        self._on_expiry = on_expiry
-        self._at: float | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._handle_at = 0.0
-
-    def arm(self, delay: float) -> None:
-        at = self._at = self._loop.time() + delay
-        if self._handle is not None and self._handle_at > at:
-            self._handle.cancel()  # an earlier deadline than the timer's (keep-alive)
-            self._handle = None
-        if self._handle is None:
-            self._handle_at = at
-            self._handle = self._loop.call_at(at, self._fire)
-
-    def disarm(self) -> None:
-        self._at = None
-
-    def close(self) -> None:
-        self._at = None
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _fire(self) -> None:
-        self._handle = None
-        if self._at is None:
-            return
-        if self._loop.time() < self._at:
-            self._handle_at = self._at
-            self._handle = self._loop.call_at(self._at, self._fire)
-            return
-        self._at = None
-        with contextlib.suppress(Exception):
-            self._on_expiry()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from cfylogs.config import Settings
 from cfylogs.http.app import App, HttpOptions
 from cfylogs.http.budget import ByteBudget
-from cfylogs.http.protocol import Limits, Site
+from cfylogs.http.site import Limits, Site
 from cfylogs.metrics import Metrics
 from cfylogs.relay import Relay, relay_options
 from cfylogs.storage import create_storage
