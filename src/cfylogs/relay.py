@@ -19,6 +19,7 @@ from functools import partial
 from typing import TypeVar
 
 from cfylogs.accept import split
+from cfylogs.broadcast import Broadcast
 from cfylogs.config import Settings
 from cfylogs.console.history import History
 from cfylogs.console.tail import Tail
@@ -108,31 +109,6 @@ class IngestResult:
     dead_lettered: int
 
 
-class _Wakeup:
-    """A broadcast to long-polls: every notify wakes every waiter once."""
-
-    def __init__(self) -> None:
-        self.generation = 0
-        self._event = asyncio.Event()
-        self._waiting = 0
-
-    def notify(self) -> None:
-        self.generation += 1
-        if self._waiting:  # else nobody holds the event: keep it (once per ingest)
-            event, self._event = self._event, asyncio.Event()
-            event.set()
-
-    async def wait_past(self, generation: int, timeout: float) -> None:
-        if self.generation != generation:
-            return
-        self._waiting += 1
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout)
-        finally:
-            self._waiting -= 1
-
-
 class Relay:
     def __init__(
         self,
@@ -145,7 +121,7 @@ class Relay:
         self.clock = clock
         self.counters = RelayCounters()
         self.started_at = clock()
-        self._wakeup = _Wakeup()
+        self._wakeup = Broadcast()
         self._closing = False
         #: True while ingest is refused (back-pressure), so it is logged once on and off.
         self.back_pressure = False

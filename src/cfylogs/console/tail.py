@@ -16,7 +16,6 @@ never touches the store or any registration.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -24,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+
+from cfylogs.broadcast import Broadcast
 
 #: Bounds of the ring (whichever is reached first).
 MAX_EVENTS = 2000
@@ -149,8 +150,7 @@ class Tail:
         self._readers = 0
         self._last_poll = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._event = asyncio.Event()
-        self._waiting = 0
+        self._news = Broadcast()
         self._closed = False
 
     # --- the ingest side
@@ -174,9 +174,7 @@ class Tail:
         self._count += len(events)
         self._bytes += size
         self._evict()
-        if self._waiting:
-            event, self._event = self._event, asyncio.Event()
-            event.set()
+        self._news.notify()
 
     def _evict(self) -> None:
         while self._count > MAX_EVENTS or self._bytes > MAX_BYTES:
@@ -232,13 +230,14 @@ class Tail:
         missed = 0
         try:
             while True:
+                generation = self._news.generation
                 page = self.read(after, limit, wanted)
                 missed += page.missed
                 remaining = deadline - self.monotonic()
                 if page.events or remaining <= 0 or self._closed:
                     return TailPage(page.events, page.last, missed)
                 after = page.last
-                await self._changed(remaining)
+                await self._news.wait_past(generation, remaining)
         finally:
             self._readers -= 1
             self._last_poll = self.monotonic()
@@ -246,18 +245,10 @@ class Tail:
     def close(self) -> None:
         """Answer every poll now and stop waiting (the relay is stopping)."""
         self._closed = True
-        self._event.set()
+        self._news.notify()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    async def _changed(self, timeout: float) -> None:
-        self._waiting += 1
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout)
-        finally:
-            self._waiting -= 1
 
     def _watch(self) -> None:
         self._readers += 1

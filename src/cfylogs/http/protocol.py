@@ -72,7 +72,6 @@ SINGLE_HEADERS = frozenset(
 LINGER_SEC = 2.0
 LINGER_BYTES = 4 * 1024**2
 
-_NO_PARAMS: list[str] = []
 _PAUSE_BUDGET = 1
 _PAUSE_PIPELINE = 2
 _PAUSE_WRITE = 4
@@ -103,22 +102,7 @@ class Exchange(Request):
         tls_subject: str | None,
         http10: bool = False,
     ) -> None:
-        # Request's attributes set here rather than through super().__init__: one call
-        # less on every request (keep both in step).
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.client = client
-        self.tls_subject = tls_subject
-        self.body = b""
-        self.route = None
-        self.params = _NO_PARAMS
-        self.body_limit = 0
-        self.held = 0
-        self.settled = False
-        self.budget = None
+        super().__init__(method, path, query, headers, keep_alive, client, tls_subject)
         self.http10 = http10
         #: Its body has been read whole.
         self.complete = False
