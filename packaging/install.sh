@@ -25,12 +25,14 @@
 #                  rolled back from becomes previous), after checking that
 #                  the store's schema is one it knows; refused with the
 #                  reason otherwise. Restarts the service if it was running.
-#   --config FILE  the config whose store --rollback checks (default, with
-#                  the service: /etc/cfylogs/..., its data in /var/lib/cfylogs;
-#                  without: as `cfylogs serve` finds it, CFYLOGS_* apply)
+#   --config FILE  the config whose store the schema check reads, on
+#                  --rollback and on an install (default, with the service:
+#                  /etc/cfylogs/..., its data in /var/lib/cfylogs; without:
+#                  as `cfylogs serve` would find it; CFYLOGS_* apply)
 #   --uninstall    remove the program and the unit; keep config and data
 #   --purge        with --uninstall: also /etc/cfylogs, /var/lib/cfylogs and
 #                  the cfylogs user
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # run as `sh install.sh`
 set -euo pipefail
 umask 022
 unset PYTHONPATH PYTHONHOME
@@ -70,7 +72,7 @@ while [ $# -gt 0 ]; do
         --rollback) ACTION=rollback; shift ;;
         --uninstall) ACTION=uninstall; shift ;;
         --purge) PURGE=1; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/ s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) die "unknown option $1 (--help lists them)" ;;
     esac
 done
@@ -140,7 +142,7 @@ check_python() {  # sets PY to a CPython that fits the bundle, or explains and e
             candidate=$(command -v "$candidate") && candidates+=("$candidate")
         done
     fi
-    for candidate in "${candidates[@]}"; do
+    for candidate in ${candidates[@]+"${candidates[@]}"}; do
         info=$(probe_python "$candidate") || continue
         found=$candidate
         read -r impl version machine libc executable <<<"$info"
@@ -178,6 +180,14 @@ print(" ".join(missing))')
         "(a CPython built from source needs the sqlite, openssl and zlib development" \
         "packages installed before it is built)"
     PY=${executable:-$found}
+    if [ "$WITH_SERVICE" -eq 1 ]; then
+        case "$(realpath -- "$PY")/" in
+            /home/* | /root/* | /run/user/*)
+                die "the service could not run $PY: its unit's ProtectHome hides /home, /root" \
+                    "and /run/user; install CPython $want elsewhere (the distribution's, or" \
+                    "under /opt) and name it with --python" ;;
+        esac
+    fi
     say "using $PY (CPython $version)"
 }
 
@@ -235,8 +245,9 @@ store_allows() {  # RUNNER TARGET: may the version in TARGET run on the store?
         [ -f "$CONFIG_FILE" ] || return 0  # a first install: no store yet
         args+=(--config "$CONFIG_FILE" --home "$STATE_DIR")
     fi
+    # ${a[@]+...}: an empty array is "unbound" to the bash 4.2 of RHEL 7
     "$runner/bin/python" -I "$runner/bundle/store_schema.py" check \
-        "$target/bundle/bundle.env" "${args[@]}" 2>&1 | sed "s/^/$PROG: /"
+        "$target/bundle/bundle.env" ${args[@]+"${args[@]}"} 2>&1 | sed "s/^/$PROG: /"
     return "${PIPESTATUS[0]}"
 }
 
@@ -265,6 +276,14 @@ ensure_user() {
     useradd --system "${group[@]}" --home-dir "$STATE_DIR" --no-create-home \
         --shell "$nologin" cfylogs
     say "created the system user cfylogs"
+}
+
+check_service_user_runs() {  # DIR: the version's cfylogs runs as the service's user
+    if ! setpriv --reuid=cfylogs --regid=cfylogs --init-groups "$1/bin/cfylogs" --version \
+        >/dev/null 2>&1; then
+        die "the cfylogs user cannot run $1/bin/cfylogs: every directory above the prefix" \
+            "and above $PY must be searchable by others (mode o+x)"
+    fi
 }
 
 ensure_config_and_data() {
@@ -355,6 +374,10 @@ do_install() {
         fi
         die "not switching to cfylogs $version"
     fi
+    if [ "$WITH_SERVICE" -eq 1 ]; then
+        ensure_user
+        check_service_user_runs "$dir"
+    fi
     if [ -n "$current" ] && [ "$current" != "$version" ]; then
         switch_link previous "$current"
     fi
@@ -367,7 +390,6 @@ do_install() {
         changed=1
     fi
     if [ "$WITH_SERVICE" -eq 1 ]; then
-        ensure_user
         ensure_config_and_data
         install_unit "$was_active" "$changed" "$fresh"
     elif [ "$changed" -eq 1 ] && service_active && service_is_ours; then
@@ -382,19 +404,18 @@ do_rollback() {
     local current previous was_active=0
     current=$(link_target current) previous=$(link_target previous)
     [ -n "$current" ] || die "no cfylogs installed in $PREFIX"
-    [ -n "$previous" ] && [ -d "$PREFIX/versions/$previous" ] \
-        || die "no previous version in $PREFIX to go back to"
+    if [ -z "$previous" ] || [ ! -d "$PREFIX/versions/$previous" ]; then
+        die "no previous version in $PREFIX to go back to"
+    fi
     take_lock
     store_allows "$PREFIX/versions/$current" "$PREFIX/versions/$previous" \
         || die "not rolling back to cfylogs $previous"
     local ours=0
     if [ "$(id -u)" -eq 0 ] && service_is_ours; then
         ours=1
-        if service_active; then
-            was_active=1
-            systemctl stop "$SERVICE"
-        fi
+        service_active && was_active=1
     fi
+    # As an upgrade: the running one goes on from its own environment until the restart.
     switch_link current "$previous"
     switch_link previous "$current"
     if [ "$ours" -eq 1 ]; then

@@ -65,6 +65,16 @@ def no_network() -> list[str]:
     return ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "-n"]
 
 
+def python_for_others() -> str:
+    """A CPython of the bundle's minor version that users other than root can run (not
+    under /root): the distribution's, or this one's when it is not under a home."""
+    for candidate in (f"/usr/bin/python3.{sys.version_info[1]}", sys._base_executable):
+        path = Path(candidate).resolve()
+        if path.is_file() and all(p.stat().st_mode & 0o005 == 0o005 for p in path.parents):
+            return str(path)
+    pytest.skip("no CPython of this minor version that users other than root can run")
+
+
 def read_manifest(path: Path) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     return {key: value for key, value in pairs if not key.startswith("#")}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundle.conftest import Bundle, no_network, run_install
+from tests.bundle.conftest import Bundle, no_network, python_for_others, run_install
 from tests.conftest import ServerFactory
 from tests.support import Api, cloudify_log
 
@@ -104,19 +104,10 @@ def test_a_newer_glibc_than_the_systems_is_refused(bundle: Bundle, tmp_path: Pat
     assert "need glibc 2.999 or later; this system has glibc " in done.stderr
 
 
-def _python_for_nobody() -> str:
-    """An interpreter of the bundle's CPython a user without /root can run."""
-    for candidate in (f"/usr/bin/python3.{sys.version_info[1]}", sys._base_executable):
-        path = Path(candidate)
-        if path.is_file() and all(p.stat().st_mode & 0o005 == 0o005 for p in path.parents):
-            return str(path)
-    pytest.skip("no CPython of this minor version that a user without /root can run")
-
-
 def test_non_root_installs_the_program_and_is_told_why_not_the_service(bundle: Bundle) -> None:
     if os.geteuid() != 0:
         pytest.skip("runs install.sh as another user: needs root to switch to it")
-    python = _python_for_nobody()
+    python = python_for_others()
     # Out of the tests' 0700 temporary directory, so that the user can reach it.
     place = Path(tempfile.mkdtemp(prefix="cfylogs-bundle-nobody-"))
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,14 @@ from tests.support import Api, ServerProcess, cloudify_log
 pytestmark = pytest.mark.slow
 
 
-def _health_version(server: ServerProcess) -> str:
+@contextmanager
+def _running(server: ServerProcess, version: str) -> Iterator[Api]:
+    """The installed relay started, checked to be `version`, and stopped cleanly after."""
+    server.start()
     with server.client() as client:
-        return str(client.get("/health").json()["version"])
+        assert client.get("/health").json()["version"] == version
+        yield Api(client)
+    assert server.stop() == 0
 
 
 def _set_schema(store: Path, version: int) -> None:
@@ -39,13 +46,9 @@ def test_upgrade_keeps_the_data_and_rollback_goes_back(
     server = server_factory(command=[str(prefix / "bin" / "cfylogs")])
     store = server.home / "cfylogs.sqlite3"
     config = ["--config", str(server.config_path)]  # the store the checks read
-    server.start()
-    assert _health_version(server) == old
-    with server.client() as client:
-        api = Api(client)
+    with _running(server, old) as api:
         registration = api.register("upgraded")
         assert api.push(*(cloudify_log(n) for n in (1, 2, 3))).status_code == 200
-    assert server.stop() == 0
 
     # Upgrade: the new version becomes current, the old one is kept as previous.
     done = run_install(bundle.install_sh, "--no-service", "--prefix", str(prefix), *config)
@@ -54,13 +57,9 @@ def test_upgrade_keeps_the_data_and_rollback_goes_back(
     assert f"store {store}: schema {known}; cfylogs {new} knows {known}" in done.stdout
     assert os.readlink(prefix / "current") == f"versions/{new}"
     assert os.readlink(prefix / "previous") == f"versions/{old}"
-    server.start()
-    assert _health_version(server) == new
-    with server.client() as client:
-        api = Api(client)
+    with _running(server, new) as api:
         assert [e["seq"] for e in api.drain(registration)] == [1, 2, 3]  # stored by the old
         assert api.push(cloudify_log(4), cloudify_log(5)).status_code == 200
-    assert server.stop() == 0
 
     # A store newer than the old version knows (as a migration of the new one would leave
     # it): rollback is refused with the reason, and so is installing the old bundle again.
@@ -86,11 +85,8 @@ def test_upgrade_keeps_the_data_and_rollback_goes_back(
     assert f"cfylogs {old} is current in {prefix} again (previous: {new})" in done.stdout
     assert os.readlink(prefix / "current") == f"versions/{old}"
     assert os.readlink(prefix / "previous") == f"versions/{new}"
-    server.start()
-    assert _health_version(server) == old
-    with server.client() as client:
-        assert [e["seq"] for e in Api(client).drain(registration)] == [4, 5]
-    assert server.stop() == 0
+    with _running(server, old) as api:
+        assert [e["seq"] for e in api.drain(registration)] == [4, 5]
 
 
 def test_rollback_with_nothing_before_is_refused(bundle: Bundle, tmp_path: Path) -> None:
