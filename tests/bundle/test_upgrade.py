@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.bundle.conftest import Bundle, run_install
 from tests.conftest import ServerFactory
+from tests.pgserver import PgServer
 from tests.support import Api, ServerProcess, cloudify_log
 
 pytestmark = pytest.mark.slow
@@ -103,3 +106,38 @@ def test_rollback_with_nothing_before_is_refused(bundle: Bundle, tmp_path: Path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"removed cfylogs from {prefix}" in done.stdout
     assert not prefix.exists()
+
+
+def test_the_schema_check_reads_a_postgres_store(
+    bundle: Bundle, tmp_path: Path, server_factory: ServerFactory, pg_server: PgServer
+) -> None:
+    prefix = tmp_path / "cfylogs"
+    done = run_install(bundle.install_sh, "--no-service", "--prefix", str(prefix))
+    assert done.returncode == 0, done.stdout + done.stderr
+    dsn = pg_server.create_schema()
+    server = server_factory({"storage": {"backend": "postgres", "postgres": {"dsn": dsn}}},
+                            command=[str(prefix / "bin" / "cfylogs")])  # fmt: skip
+    server.write_config()
+    current = prefix / "current"
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [current / "bin" / "python", current / "bundle" / "store_schema.py", "check",
+             current / "bundle" / "bundle.env", "--config", server.config_path],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    assert "no store at PostgreSQL database postgres on 127.0.0.1 yet" in check().stdout
+    with _running(server, bundle.version):  # its migrations run at start
+        pass
+    known = int(bundle.manifest["POSTGRES_SCHEMA"])
+    done = check()
+    assert done.returncode == 0, done.stderr
+    assert f"schema {known}; cfylogs {bundle.version} knows {known}" in done.stdout
+    with psycopg.connect(dsn, autocommit=True) as conn:  # as a newer version would leave it
+        conn.execute("INSERT INTO cfylogs_migrations (version) VALUES (%s)", (known + 1,))
+    refused = check()
+    assert refused.returncode == 3
+    assert f"is at schema {known + 1}, newer than cfylogs {bundle.version} knows" in (
+        refused.stderr
+    )
