@@ -6,9 +6,9 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 # Tests mostly wait on real servers, sockets and fsyncs: two workers halve the wall time.
 TEST_WORKERS ?= 2
-LINT_PATHS := $(wildcard src tests bench scripts)
+LINT_PATHS := $(wildcard src tests bench scripts packaging)
 
-.PHONY: run test lint typecheck unit bench lock clean
+.PHONY: run test lint typecheck unit bench dist lock clean
 
 # The venv holds exactly the dev lock's tree, so it is made anew when the lock changes;
 # the project itself goes on top (editable, no dependencies of its own choosing).
@@ -37,6 +37,7 @@ test: $(STAMP)
 	$(BIN)/mypy
 	scripts/ensure-postgres.sh
 	scripts/ensure-chromium.sh
+	scripts/ensure-systemd.sh
 	$(BIN)/pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -45,6 +46,15 @@ lint: $(STAMP)
 
 bench: $(VENV)/.bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## The offline install bundle: dist/cfylogs-<version>-cp<XY>-<platform>.tar.gz (see
+## docs/OPERATIONS.md). PYTHON_VERSION=3.12 builds it for another CPython minor version,
+## PLATFORM=manylinux_2_28_aarch64 for another glibc floor or machine. Only values given on
+## the command line count: Python's container images export a PYTHON_VERSION of their own.
+DIST_ARGS = $(if $(filter command line,$(origin PYTHON_VERSION)),--python-version $(PYTHON_VERSION)) \
+	$(if $(filter command line,$(origin PLATFORM)),--platform $(PLATFORM))
+dist: $(STAMP)
+	$(BIN)/python scripts/build_dist.py $(DIST_ARGS)
 
 # One resolution of every extra, then the smaller trees constrained to it, so that the three
 # locks agree on every version. Universal (any platform, CPython 3.11 and newer) with the
@@ -59,6 +69,7 @@ lock: $(STAMP)
 		-o requirements-dev.lock
 	$(BIN)/uv pip compile pyproject.toml -c requirements-dev.lock $(LOCK_FLAGS) \
 		-o requirements.lock
+	$(BIN)/uv pip compile packaging/installer.in $(LOCK_FLAGS) -o requirements-installer.lock
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -68,9 +68,12 @@ class ServerProcess:
         env: Mapping[str, str] | None = None,
         args: list[str] | None = None,
         prefix: list[str] | None = None,
+        command: list[str] | None = None,
     ) -> None:
         #: A command the server runs under (e.g. setpriv, to drop root's capabilities).
         self.prefix = list(prefix or [])
+        #: The `cfylogs` to run: this Python's unless told (an installed one, say).
+        self.command = list(command or [sys.executable, "-m", "cfylogs"])
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.home = self.workdir / "home"
@@ -104,9 +107,7 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 [
                     *self.prefix,
-                    sys.executable,
-                    "-m",
-                    "cfylogs",
+                    *self.command,
                     "serve",
                     "--config",
                     str(self.config_path),

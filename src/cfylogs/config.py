@@ -585,6 +585,8 @@ def load_settings(
     if path is not None:
         for raw_key, raw in _read_file(path).items():
             info = table.get(_normalise(raw_key))
+            if info is None and raw is None and _is_section(_normalise(raw_key), table):
+                continue  # a section with every key commented out (`cfylogs init` writes them)
             if info is None:
                 log.warning("%s: unknown setting %r is ignored", path, raw_key)
                 continue
@@ -604,6 +606,10 @@ def load_settings(
     settings = Settings(**values, source=source)
     _check_consistency(settings)
     return settings
+
+
+def _is_section(key: str, table: Mapping[str, SettingInfo]) -> bool:
+    return any(known.startswith(key + ".") for known in table)
 
 
 def _parse(info: SettingInfo, raw: Any, where: str) -> Any:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from cfylogs.cli.configfile import render_default_config
@@ -27,11 +28,15 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> set[str]:
     return keys
 
 
-def test_the_default_file_loads_back_as_the_defaults(tmp_path: Path) -> None:
+def test_the_default_file_loads_back_as_the_defaults_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / CONFIG_FILE_NAME
     path.write_text(render_default_config())
     loaded = load_settings(path, environ={})
     assert dataclasses.replace(loaded, source="defaults") == Settings()
+    # Sections whose keys are all commented out (security:) are empty, not unknown.
+    assert "unknown setting" not in caplog.text
 
 
 def test_every_key_is_in_the_file_with_its_help_and_variable() -> None:

@@ -44,6 +44,15 @@ def store_path(settings: Settings) -> Path | None:
     return settings.home_directory / DB_FILE
 
 
+def schema_versions() -> dict[str, int]:
+    """The newest store schema this code knows, per backend (older ones are upgraded at
+    open; a newer one is refused): what an install's rollback checks a store against."""
+    from cfylogs.storage.postgres.schema import MIGRATIONS
+    from cfylogs.storage.sqlite.schema import SCHEMA_VERSION
+
+    return {"sqlite": SCHEMA_VERSION, "postgres": len(MIGRATIONS)}
+
+
 def embedded_store_exists(home: Path) -> bool:
     """Whether `home` (a home_directory) holds an embedded store already."""
     from cfylogs.storage.sqlite.files import DB_FILE
@@ -56,6 +65,7 @@ __all__ = [
     "StorageLimits",
     "create_storage",
     "embedded_store_exists",
+    "schema_versions",
     "storage_limits",
     "store_path",
 ]
