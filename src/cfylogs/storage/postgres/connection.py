@@ -112,11 +112,14 @@ class Database:
     # --- transactions
 
     @contextlib.asynccontextmanager
-    async def transaction(self, deadline: float | None = None) -> AsyncIterator[AConn]:
+    async def transaction(
+        self, deadline: float | None = None, what: str = "a transaction"
+    ) -> AsyncIterator[AConn]:
         """One transaction on a pooled connection, ended by `deadline` (event loop time;
-        default: `timeout` from now); driver errors become 503s."""
+        default: `timeout` from now); driver errors become 503s. `what` names it in the
+        log if its commit goes unconfirmed."""
         watch = Watch(self.timeout, deadline)
-        async with self._connection(watch) as conn, conn.transaction():
+        async with self._connection(watch, what) as conn, conn.transaction():
             yield conn
             watch.committing = True
         self._answered()
@@ -128,8 +131,10 @@ class Database:
             yield conn
 
     @contextlib.asynccontextmanager
-    async def _connection(self, watch: Watch) -> AsyncIterator[AConn]:
-        if self._pool is None or self._closing:
+    async def _connection(self, watch: Watch, what: str = "") -> AsyncIterator[AConn]:
+        if self._closing:
+            raise StorageUnavailable("the relay is shutting down; retry shortly")
+        if self._pool is None:
             raise StorageUnavailable("the store is not open")
         wait = watch.left() if self.failure is None else min(watch.left(), DOWN_ACQUIRE_TIMEOUT)
         if wait <= 0:
@@ -146,19 +151,19 @@ class Database:
             if task is not None and task.cancelling():
                 # psycopg before 3.3 may raise its own error for a cancelled query.
                 raise asyncio.CancelledError from exc
-            raise self._unavailable(exc, watch) from exc
+            raise self._unavailable(exc, watch, what) from exc
 
-    def _unavailable(self, exc: Exception, watch: Watch) -> StorageUnavailable:
-        self.note_failure(exc)
-        if watch.fired:
+    def _unavailable(self, exc: Exception, watch: Watch, what: str) -> StorageUnavailable:
+        if watch.fired:  # cut by us: "server closed the connection" would mislead
             detail = f"no answer within {self.timeout:g} s"
         else:
             detail = str(exc) or type(exc).__name__
-        if watch.committing and not getattr(exc, "sqlstate", None):
-            # Sent and not answered: the server may have committed it (docs/HA.md).
+        self._note_failure(detail)
+        if watch.committing and _in_doubt(exc):
             log.warning(
-                "PostgreSQL did not confirm a commit (%s): it may have been stored although "
-                "the request is answered 503, and a retry then stores it again",
+                "PostgreSQL did not confirm the commit of %s (%s): it may have been stored "
+                "although answered 503, and a retry then stores it again",
+                what,
                 detail,
             )
             return StorageUnavailable(f"PostgreSQL did not confirm the commit ({detail})")
@@ -169,10 +174,10 @@ class Database:
             log.info("PostgreSQL answers again")
             self.failure = None
 
-    def note_failure(self, exc: Exception) -> None:
+    def _note_failure(self, detail: str) -> None:
         if self.failure is None:
-            log.error("PostgreSQL operation failed: %s", exc)
-        self.failure = str(exc) or type(exc).__name__
+            log.error("PostgreSQL operation failed: %s", detail)
+        self.failure = detail
 
     # --- the pool
 
@@ -284,6 +289,14 @@ class Database:
     def _wake(self) -> None:
         for callback in self._callbacks:
             callback()
+
+
+def _in_doubt(exc: Exception) -> bool:
+    """Whether a COMMIT that failed so may have been carried out (docs/HA.md): no answer,
+    a lost connection, or the server stopping mid-way (a commit waiting for a standby is
+    committed locally) say nothing; any other error of the server's is a rollback."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return not sqlstate or sqlstate.startswith(("08", "57P"))
 
 
 def _unreachable(exc: psycopg.Error) -> bool:

@@ -153,7 +153,9 @@ class PostgresStorage(Storage):
     async def _append_group(
         self, requests: list[AppendRequest], deadline: float
     ) -> list[AppendOutcome | RelayError]:
-        async with self._db.transaction(deadline) as conn:
+        events = sum(len(r.events) for r in requests)
+        what = f"{len(requests)} append(s) ({events} events)"
+        async with self._db.transaction(deadline, what) as conn:
             return await self._append_in(conn, requests)
 
     async def _append_in(
