@@ -54,6 +54,19 @@ def start_relays(
     return [server_factory(config).start() for _ in range(count)]
 
 
+@pytest.fixture
+def relay(server_factory: ServerFactory, database: PgServer) -> ServerProcess:
+    [started] = start_relays(server_factory, database, 1)
+    return started
+
+
+@pytest.fixture
+def relay_api(relay: ServerProcess) -> Iterator[Api]:
+    """A client of `relay` that waits long enough to show a request that hangs."""
+    with relay.client(timeout=BOUND + 30) as client:
+        yield Api(client)
+
+
 def timed(call: Callable[[], httpx.Response]) -> tuple[float, httpx.Response]:
     start = time.monotonic()
     response = call()
@@ -68,36 +81,34 @@ def assert_refused_in_time(answers: list[tuple[float, httpx.Response]]) -> None:
 
 
 def test_one_relay_answers_503_within_the_bound_and_recovers_by_itself(
-    server_factory: ServerFactory, database: PgServer
+    database: PgServer, relay: ServerProcess, relay_api: Api
 ) -> None:
-    [relay] = start_relays(server_factory, database, 1)
-    with relay.client(timeout=BOUND + 30) as client:
-        api = Api(client)
-        registration_id = api.register()
-        assert api.push({"n": 0}).status_code == 200
-        pending = api.fetch(registration_id)
-        calls: list[Callable[[], httpx.Response]] = [
-            lambda: api.push({"n": 1}),
-            lambda: api.push({"n": 2}),
-            lambda: client.get(f"/api/v1/logs/{registration_id}"),
-            lambda: client.get(f"/api/v1/logs/{registration_id}", params={"wait": 1}),
-            lambda: api.ack(registration_id, pending["id"]),
-            lambda: client.post("/api/v1/registration", json={}),
-            lambda: client.get("/health"),
-        ]
-        with database.frozen(), ThreadPoolExecutor(len(calls)) as pool:
-            frozen_at = time.monotonic()
-            first = list(pool.map(timed, calls))
-            # Longer than the bound: the relay now knows, and still answers in time.
-            again = list(pool.map(timed, calls))
-        resumed = time.monotonic()
-        assert_refused_in_time(first + again)
-        wait_until(lambda: api.push({"n": 3}).status_code == 200, timeout=30)
-        recovered_in = time.monotonic() - resumed
-        assert client.get("/health").status_code == 200
-        # Every 200 is delivered; what was refused before its commit was sent is not
-        # stored (the server rolls it back on resuming): no commit was in doubt.
-        assert api.drain(registration_id) == [{"n": 0}, {"n": 3}]
+    api, client = relay_api, relay_api.http
+    registration_id = api.register()
+    assert api.push({"n": 0}).status_code == 200
+    pending = api.fetch(registration_id)
+    calls: list[Callable[[], httpx.Response]] = [
+        lambda: api.push({"n": 1}),
+        lambda: api.push({"n": 2}),
+        lambda: client.get(f"/api/v1/logs/{registration_id}"),
+        lambda: client.get(f"/api/v1/logs/{registration_id}", params={"wait": 1}),
+        lambda: api.ack(registration_id, pending["id"]),
+        lambda: client.post("/api/v1/registration", json={}),
+        lambda: client.get("/health"),
+    ]
+    with database.frozen(), ThreadPoolExecutor(len(calls)) as pool:
+        frozen_at = time.monotonic()
+        first = list(pool.map(timed, calls))
+        # Longer than the bound: the relay now knows, and still answers in time.
+        again = list(pool.map(timed, calls))
+    resumed = time.monotonic()
+    assert_refused_in_time(first + again)
+    wait_until(lambda: api.push({"n": 3}).status_code == 200, timeout=30)
+    recovered_in = time.monotonic() - resumed
+    assert client.get("/health").status_code == 200
+    # Every 200 is delivered; what was refused before its commit was sent is not
+    # stored (the server rolls it back on resuming): no commit was in doubt.
+    assert api.drain(registration_id) == [{"n": 0}, {"n": 3}]
     assert "did not confirm the commit" not in relay.run_log()
     latencies = sorted(round(e, 2) for e, _ in first + again)
     print(
@@ -108,23 +119,21 @@ def test_one_relay_answers_503_within_the_bound_and_recovers_by_itself(
 
 
 def test_a_relay_stops_within_its_shutdown_timeout_while_the_database_is_silent(
-    server_factory: ServerFactory, database: PgServer
+    database: PgServer, relay: ServerProcess, relay_api: Api
 ) -> None:
-    [relay] = start_relays(server_factory, database, 1)
-    with relay.client(timeout=BOUND + 30) as client:
-        api = Api(client)
-        registration_id = api.register()
-        with database.frozen(), ThreadPoolExecutor(3) as pool:
-            in_flight = [
-                pool.submit(timed, lambda: api.push({"n": 1})),
-                pool.submit(timed, lambda: api.push({"n": 2})),
-                pool.submit(timed, lambda: client.get(f"/api/v1/logs/{registration_id}?wait=30")),
-            ]
-            time.sleep(0.3)  # the requests reach the relay (they wait for the bound)
-            start = time.monotonic()
-            status = relay.stop(timeout=SHUTDOWN_TIMEOUT + 30)
-            took = time.monotonic() - start
-            answers = [future.result() for future in in_flight]
+    api, client = relay_api, relay_api.http
+    registration_id = api.register()
+    with database.frozen(), ThreadPoolExecutor(3) as pool:
+        in_flight = [
+            pool.submit(timed, lambda: api.push({"n": 1})),
+            pool.submit(timed, lambda: api.push({"n": 2})),
+            pool.submit(timed, lambda: client.get(f"/api/v1/logs/{registration_id}?wait=30")),
+        ]
+        time.sleep(0.3)  # the requests reach the relay (they wait for the bound)
+        start = time.monotonic()
+        status = relay.stop(timeout=SHUTDOWN_TIMEOUT + 30)
+        took = time.monotonic() - start
+        answers = [future.result() for future in in_flight]
     assert status == 0 and took < SHUTDOWN_TIMEOUT + SLACK, f"stopped in {took:.2f} s"
     for elapsed, response in answers:  # a long poll answers at once on a stop
         assert response.status_code in (200, 503) and elapsed < BOUND + SLACK
@@ -251,31 +260,29 @@ def test_two_relays_under_load_lose_nothing_acknowledged_through_a_silent_period
 
 
 def test_a_commit_in_doubt_is_at_least_once_as_documented(
-    server_factory: ServerFactory, database: PgServer
+    database: PgServer, relay: ServerProcess, relay_api: Api
 ) -> None:
     """docs/HA.md: a push whose commit went unanswered may be stored although answered
     503: retried, it is stored twice. A fetch's cut in doubt hands out the same batch
     next; an acknowledgement in doubt is retried harmlessly."""
-    [relay] = start_relays(server_factory, database, 1)
-    with relay.client(timeout=BOUND + 30) as client:
-        api = Api(client)
-        registration_id = api.register()
-        url = f"/api/v1/logs/{registration_id}"
-        # A push in doubt, then Logstash's retry.
-        with database.commits_stalled():
-            assert_refused_in_time([timed(lambda: api.push({"n": 1}))])
-        assert api.push({"n": 1}).status_code == 200
-        [(appends, events)] = IN_DOUBT.findall(relay.run_log())
-        assert (appends, events) == ("1", "1")
-        assert api.drain(registration_id) == [{"n": 1}, {"n": 1}]
-        # A cut in doubt: the next fetch hands out that batch.
-        assert api.push({"n": 2}).status_code == 200
-        with database.commits_stalled():
-            assert_refused_in_time([timed(lambda: client.get(url))])
-        batch = api.fetch(registration_id)
-        assert batch["entries"] == [{"n": 2}] and api.fetch(registration_id) == batch
-        # An acknowledgement in doubt: its retry answers 200, and the batch is gone.
-        with database.commits_stalled():
-            assert_refused_in_time([timed(lambda: api.ack(registration_id, batch["id"]))])
-        assert api.ack(registration_id, batch["id"]).status_code == 200
-        assert api.fetch(registration_id) == {}
+    api, client = relay_api, relay_api.http
+    registration_id = api.register()
+    url = f"/api/v1/logs/{registration_id}"
+    # A push in doubt, then Logstash's retry.
+    with database.commits_stalled():
+        assert_refused_in_time([timed(lambda: api.push({"n": 1}))])
+    assert api.push({"n": 1}).status_code == 200
+    [(appends, events)] = IN_DOUBT.findall(relay.run_log())
+    assert (appends, events) == ("1", "1")
+    assert api.drain(registration_id) == [{"n": 1}, {"n": 1}]
+    # A cut in doubt: the next fetch hands out that batch.
+    assert api.push({"n": 2}).status_code == 200
+    with database.commits_stalled():
+        assert_refused_in_time([timed(lambda: client.get(url))])
+    batch = api.fetch(registration_id)
+    assert batch["entries"] == [{"n": 2}] and api.fetch(registration_id) == batch
+    # An acknowledgement in doubt: its retry answers 200, and the batch is gone.
+    with database.commits_stalled():
+        assert_refused_in_time([timed(lambda: api.ack(registration_id, batch["id"]))])
+    assert api.ack(registration_id, batch["id"]).status_code == 200
+    assert api.fetch(registration_id) == {}

@@ -84,15 +84,12 @@ class Database:
         self._pool = await self._new_pool()
         self._listener = asyncio.create_task(self._listen(first), name="cfylogs-pg-listen")
 
-    def begin_close(self) -> None:
-        """Stop waiting for the database: what holds a connection gives up now, what asks
-        for one from now on is refused (the relay stops; its server waited already)."""
+    async def close(self) -> None:
+        """Stop waiting for the database: what holds a connection gives up now, what waits
+        for one or asks for one from now on is refused."""
         self._closing = True
         for watch in tuple(self._watches):
             watch.cut()
-
-    async def close(self) -> None:
-        self.begin_close()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -112,9 +112,10 @@ class PostgresStorage(Storage):
         await self._db.open(schema.migrate)
 
     async def close(self) -> None:
-        self._db.begin_close()  # appends still queued are refused, not waited for
-        await self._appender.close()
+        # The server waited for its requests already: what still runs is cut, what waits
+        # for a connection is refused, and then so are the appends still queued.
         await self._db.close()
+        await self._appender.close()
 
     def on_new_events(self, callback: Callable[[], None]) -> None:
         self._db.on_new_events(callback)
