@@ -55,7 +55,7 @@ def start_relays(
 
 
 @pytest.fixture
-def relay(server_factory: ServerFactory, database: PgServer) -> ServerProcess:
+def relay(database: PgServer, server_factory: ServerFactory) -> ServerProcess:
     [started] = start_relays(server_factory, database, 1)
     return started
 
@@ -200,7 +200,7 @@ class Orchestrator(threading.Thread):
 
 
 def test_two_relays_under_load_lose_nothing_acknowledged_through_a_silent_period(
-    server_factory: ServerFactory, database: PgServer
+    database: PgServer, server_factory: ServerFactory  # in this order: relays stop first
 ) -> None:
     a, b = start_relays(server_factory, database, 2)
     with a.client() as client:

@@ -8,6 +8,7 @@ cluster, so that stopping it stops no other test.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ import psycopg
 import pytest
 
 from cfylogs.errors import StorageUnavailable
-from cfylogs.storage.postgres import PostgresStorage
+from cfylogs.storage.postgres import PostgresStorage, connection
 from cfylogs.storage.postgres.connection import POOL_CLOSE_WAIT
 from tests.pgserver import PgServer, running_server
 
@@ -172,3 +173,36 @@ async def test_a_lock_held_elsewhere_is_given_up_by_the_server_in_half_the_bound
     assert isinstance(outcome, StorageUnavailable) and "lock timeout" in outcome.message
     assert BOUND / 2 <= elapsed < BOUND
     assert await store.fetch("r", 100, MAX_BYTES, NOW) is None
+
+
+async def test_the_listener_notices_a_silent_database_and_listens_again_after_it(
+    database: PgServer,
+    store: PostgresStorage,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(connection, "LISTEN_PING_EVERY", 0.2)  # it pings an idle connection
+    caplog.set_level(logging.INFO, logger="cfylogs.storage.postgres")
+    other = PostgresStorage(store.dsn, timeout=BOUND)
+    await other.open()
+    try:
+        await store.register("r", None, None, NOW)
+        woken = asyncio.Event()
+        store.on_new_events(woken.set)
+        with database.frozen():
+            lost = f"PostgreSQL connection lost (no answer within {BOUND:g} s)"
+            await until(lambda: lost in caplog.text, 0.2 + BOUND + SLACK)
+        await until(lambda: "PostgreSQL reachable again" in caplog.text, 15)
+        # Listening again: another instance's append wakes this one's long polls.
+        woken.clear()
+        await eventually(lambda: other.append([b"{}"], NOW))
+        await asyncio.wait_for(woken.wait(), 5)
+    finally:
+        await other.close()
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        await asyncio.sleep(0.02)  # a poll's pace

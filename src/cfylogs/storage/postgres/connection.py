@@ -151,10 +151,7 @@ class Database:
             raise self._unavailable(exc, watch, what) from exc
 
     def _unavailable(self, exc: Exception, watch: Watch, what: str) -> StorageUnavailable:
-        if watch.fired:  # cut by us: "server closed the connection" would mislead
-            detail = f"no answer within {self.timeout:g} s"
-        else:
-            detail = str(exc) or type(exc).__name__
+        detail = str(exc) or type(exc).__name__
         self._note_failure(detail)
         if watch.committing and _in_doubt(exc):
             log.warning(

@@ -102,10 +102,11 @@ class BoundedConnection(psycopg.AsyncConnection[tuple[Any, ...]]):
 class Watch:
     """One operation's deadline: the connection it holds is cut when the deadline passes."""
 
-    __slots__ = ("_conn", "_loop", "committing", "deadline", "fired")
+    __slots__ = ("_conn", "_loop", "committing", "deadline", "fired", "timeout")
 
     def __init__(self, timeout: float, deadline: float | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self.timeout = timeout
         self.deadline = self._loop.time() + timeout if deadline is None else deadline
         #: The deadline passed while the operation held a connection.
         self.fired = False
@@ -122,6 +123,10 @@ class Watch:
         timer = self._loop.call_at(self.deadline, self.cut)
         try:
             yield
+        except psycopg.Error as exc:
+            if self.fired:  # "server closed the connection" would blame the wrong side
+                raise psycopg.OperationalError(f"no answer within {self.timeout:g} s") from exc
+            raise
         finally:
             timer.cancel()
             self._conn = None
