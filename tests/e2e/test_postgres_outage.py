@@ -200,7 +200,8 @@ class Orchestrator(threading.Thread):
 
 
 def test_two_relays_under_load_lose_nothing_acknowledged_through_a_silent_period(
-    database: PgServer, server_factory: ServerFactory  # in this order: relays stop first
+    database: PgServer,
+    server_factory: ServerFactory,  # in this order: relays stop first
 ) -> None:
     a, b = start_relays(server_factory, database, 2)
     with a.client() as client:

@@ -19,6 +19,7 @@ import pytest
 from cfylogs.errors import StorageUnavailable
 from cfylogs.storage.postgres import PostgresStorage, connection
 from cfylogs.storage.postgres.connection import POOL_CLOSE_WAIT
+from cfylogs.storage.postgres.timeouts import session_options
 from tests.pgserver import PgServer, running_server
 
 T = TypeVar("T")
@@ -152,12 +153,13 @@ async def test_closing_on_a_silent_database_answers_what_waits_and_ends_quickly(
             asyncio.create_task(timed(store.fetch("r", 100, MAX_BYTES, NOW))),
             asyncio.create_task(timed(store.append([b"{}"], NOW))),
         ]
-        await asyncio.sleep(0.2)  # all of them waiting on the database
+        await asyncio.sleep(0.2)  # all of them waiting on the database (or for a connection)
         took, closed = await timed(store.close())
         answered = await asyncio.gather(*waiting)
     assert closed is None and took < POOL_CLOSE_WAIT + SLACK
     for elapsed, outcome in answered:
-        assert isinstance(outcome, StorageUnavailable) and elapsed < 0.2 + SLACK
+        assert isinstance(outcome, StorageUnavailable)
+        assert elapsed < 0.2 + POOL_CLOSE_WAIT + SLACK
 
 
 async def test_a_lock_held_elsewhere_is_given_up_by_the_server_in_half_the_bound(
@@ -173,6 +175,28 @@ async def test_a_lock_held_elsewhere_is_given_up_by_the_server_in_half_the_bound
     assert isinstance(outcome, StorageUnavailable) and "lock timeout" in outcome.message
     assert BOUND / 2 <= elapsed < BOUND
     assert await store.fetch("r", 100, MAX_BYTES, NOW) is None
+
+
+async def test_a_relay_stopped_mid_transaction_holds_its_locks_for_the_bound_at_most(
+    store: PostgresStorage,
+) -> None:
+    """A session set up as a relay's pool sets its own, idle in a transaction with a row
+    locked (its relay stopped, or cut off): the server ends it after the bound, and the
+    others, refused meanwhile by their lock_timeout, go on."""
+    await store.register("r", None, None, NOW)
+    options = session_options(store.dsn, BOUND, "full")
+    stopped = psycopg.connect(store.dsn, options=options)
+    try:
+        stopped.execute("SELECT 1 FROM cfylogs_registrations WHERE id = 'r' FOR UPDATE")
+        held_since = time.monotonic()
+        with pytest.raises(StorageUnavailable, match="lock timeout"):
+            await store.fetch("r", 100, MAX_BYTES, NOW)
+        assert await eventually(lambda: store.fetch("r", 100, MAX_BYTES, NOW)) is None
+        assert time.monotonic() - held_since < BOUND + SLACK
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            stopped.execute("SELECT 1")
+    finally:
+        stopped.close()
 
 
 async def test_the_listener_notices_a_silent_database_and_listens_again_after_it(

@@ -36,8 +36,9 @@ AConn = psycopg.AsyncConnection[tuple[Any, ...]]
 #: Seconds an operation waits for a pool connection while the database is known to be
 #: down (else until its deadline): producers get their 503 quickly.
 DOWN_ACQUIRE_TIMEOUT = 1.0
-#: Seconds the pool's closing waits for its workers (connecting, perhaps to a silent server).
-POOL_CLOSE_WAIT = 1.0
+#: Seconds the pool's closing waits for its workers, which stop at once unless they are
+#: connecting to a silent server; only then does it fail the operations waiting for one.
+POOL_CLOSE_WAIT = 0.1
 #: The listener reconnects after this many seconds, doubling up to the maximum.
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
