@@ -154,8 +154,8 @@ class PostgresStorage(Storage):
     async def _append_group(
         self, requests: list[AppendRequest], deadline: float
     ) -> list[AppendOutcome | RelayError]:
-        events = sum(len(r.events) for r in requests)
-        what = f"{len(requests)} append(s) ({events} events)"
+        count = sum(len(r.events) for r in requests)
+        what = f"{len(requests)} append(s) ({count} events)"  # named if its commit is in doubt
         async with self._db.transaction(deadline, what) as conn:
             return await self._append_in(conn, requests)
 
