@@ -28,8 +28,10 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,8 +47,11 @@ from tests.pgmachine import (
     remove_cluster,
     remove_dead_clusters,
 )
+from tests.support import wait_until
 
 SUPERUSER = "postgres"
+#: The application_name of `PgServer.commits_stalled`'s probe.
+_PROBE = "cfylogs_stall_probe"
 
 
 def find_bindir() -> Path:
@@ -138,6 +143,89 @@ class PgServer:
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "--pgdata", str(self.data), "--mode", mode, "--wait", "stop")
+
+    @property
+    def postmaster(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def processes(self) -> list[int]:
+        """The postmaster and every process under it (backends, background workers)."""
+        parents: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        found = [self.postmaster]
+        for pid in found:  # grows as it goes: children, then theirs
+            found.extend(child for child, parent in parents.items() if parent == pid)
+        return found
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Every process of the cluster stopped (SIGSTOP): connections stay open and the
+        kernel acknowledges what is sent, but nothing answers, as when the database's
+        host hangs. Resumed (SIGCONT) on the way out, whatever happened inside."""
+        stopped: list[int] = []
+        try:
+            os.kill(self.postmaster, signal.SIGSTOP)  # first: then it starts no one
+            stopped.append(self.postmaster)
+            for pid in self.processes()[1:]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            yield
+        finally:
+            for pid in reversed(stopped):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def commits_stalled(self) -> Iterator[None]:
+        """Commits wait for a synchronous standby that never comes: the server answers
+        everything but COMMIT (a slow database; a commit sent and not answered, that the
+        server carries out once released). Released on the way out."""
+        self._set_standbys("'cfylogs_nobody'", stalled=True)
+        try:
+            yield
+        finally:
+            self._set_standbys(None, stalled=False)
+
+    def _set_standbys(self, names: str | None, stalled: bool) -> None:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS cfylogs_stall_probe (n int)")
+            if names is None:
+                conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            else:
+                conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = {names}")
+            conn.execute("SELECT pg_reload_conf()")
+        # Backends learn it from the checkpointer, a moment after the reload.
+        wait_until(lambda: self._commit_stalls() == stalled)
+
+    def _commit_stalls(self) -> bool:
+        """Commit one row; True once the commit is seen waiting for the standby (it stays
+        waiting, and ends when commits are released), False once it is answered."""
+        answered = threading.Event()
+
+        def commit() -> None:
+            with psycopg.connect(self.dsn(application_name=_PROBE)) as conn:
+                conn.execute("INSERT INTO cfylogs_stall_probe VALUES (1)")
+                conn.commit()
+            answered.set()
+
+        threading.Thread(target=commit, daemon=True).start()
+
+        def outcome() -> str | None:
+            if answered.is_set():
+                return "answered"
+            with psycopg.connect(self.admin_dsn) as conn:
+                waiting = conn.execute(
+                    "SELECT 1 FROM pg_stat_activity"
+                    " WHERE application_name = %s AND wait_event = 'SyncRep'",
+                    (_PROBE,),
+                ).fetchone()
+            return "waiting" if waiting else None
+
+        return bool(wait_until(outcome) == "waiting")
 
     def create_database(self, prefix: str = "t") -> str:
         """A new empty database; returns its DSN."""

@@ -465,6 +465,14 @@ class Settings:
         Int(1),
         "Most connections one relay opens to PostgreSQL (one more listens for new events).",
     )
+    storage_postgres_timeout_sec: int = setting(
+        "storage.postgres.timeout_sec",
+        5,
+        Int(1, 60),
+        "Longest a request waits for PostgreSQL (a connection, locks, statements, the commit) "
+        "before it is answered 503, whatever the database does (docs/HA.md); keep it under "
+        "Logstash's socket_timeout (10 s).",
+    )
 
     security_ingest_token: str | None = setting(
         "security.ingest_token",

@@ -268,7 +268,11 @@ class App:
             },
             "uptime_sec": round(self.relay.clock() - self.relay.started_at, 3),
         }
-        return json_response(body, 200 if status.ok else 503)
+        if status.ok:
+            return json_response(body)
+        unavailable = json_response(body, 503)
+        unavailable.headers.append((b"retry-after", str(StorageUnavailable.retry_after).encode()))
+        return unavailable
 
     async def openapi(self, request: Request, _: list[str]) -> Response:
         return Response(_OPENAPI_JSON)

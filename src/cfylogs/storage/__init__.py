@@ -29,6 +29,7 @@ def create_storage(settings: Settings) -> Storage:
             storage_limits(settings),
             sync=settings.storage_sync,
             pool_size=settings.storage_postgres_pool_size,
+            timeout=settings.storage_postgres_timeout_sec,
         )
     raise ConfigError(
         f"{settings.source}: storage.backend {settings.storage_backend!r} is not available"

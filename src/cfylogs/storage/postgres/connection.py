@@ -1,10 +1,11 @@
 """Connections to PostgreSQL: the pool and its renewal, the LISTEN listener, transactions.
 
-Every driver error leaves as `StorageUnavailable` (503, retried by Logstash).
-The pool replaces broken connections; the listener, on a connection of its
-own, reconnects with a backoff and, once the database is back after an
-outage, replaces the whole pool at once and wakes the long polls (events may
-have been stored while nobody listened).
+Every driver error leaves as `StorageUnavailable` (503, retried by Logstash),
+and every operation ends by its deadline, whatever the database does
+(`timeouts`). The pool replaces broken connections; the listener, on a
+connection of its own, reconnects with a backoff and, once the database is
+back after an outage, replaces the whole pool at once and wakes the long
+polls (events may have been stored while nobody listened).
 """
 
 from __future__ import annotations
@@ -21,40 +22,42 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cfylogs.errors import ConfigError, StorageCorrupt, StorageUnavailable
+from cfylogs.storage.postgres.timeouts import (
+    BoundedConnection,
+    Watch,
+    connect_kwargs,
+    session_options,
+)
 
 log = logging.getLogger("cfylogs.storage.postgres")
 
 AConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
-#: Seconds an operation waits for a connection before answering 503 (a busy pool).
-ACQUIRE_TIMEOUT = 5.0
-#: The same while the database is known to be down: producers get their 503 quickly.
+#: Seconds an operation waits for a pool connection while the database is known to be
+#: down (else until its deadline): producers get their 503 quickly.
 DOWN_ACQUIRE_TIMEOUT = 1.0
-#: Seconds /health waits for the database.
-STATUS_TIMEOUT = 2.0
+#: Seconds the pool's closing waits for its workers, which stop at once unless they are
+#: connecting to a silent server; only then does it fail the operations waiting for one.
+POOL_CLOSE_WAIT = 0.1
 #: The listener reconnects after this many seconds, doubling up to the maximum.
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
 #: The listener checks its idle connection this often (seconds).
 LISTEN_PING_EVERY = 10.0
-#: libpq settings of every connection: notice a dead peer in seconds, not hours.
-CONNECT_KWARGS: dict[str, Any] = {
-    "connect_timeout": 5,
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "application_name": "cfylogs",
-}
 
 
 class Database:
     """One relay's connections to the shared database."""
 
-    def __init__(self, dsn: str, sync: str, pool_size: int) -> None:
+    def __init__(self, dsn: str, sync: str, pool_size: int, timeout: float) -> None:
         self.dsn = dsn
         self.sync = sync
         self.pool_size = pool_size
+        #: Seconds an operation may take, waiting for a connection included.
+        self.timeout = timeout
+        #: libpq's parameters of every connection; the pool's add server settings.
+        self._kwargs = connect_kwargs(timeout)
+        self._pool_kwargs: dict[str, Any] = {}
         #: Tells our own notifications from other instances'.
         self.instance = uuid.uuid4().hex
         #: The NOTIFY channel, one per schema: deployments sharing a database do not
@@ -66,6 +69,9 @@ class Database:
         self._callbacks: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._listening = False
+        #: The operations holding a connection now (cut when the relay stops).
+        self._watches: set[Watch] = set()
+        self._closing = False
 
     def __repr__(self) -> str:  # the DSN may hold a password: never show it
         return f"Database(pool_size={self.pool_size})"
@@ -74,17 +80,24 @@ class Database:
         # The pool logs every failed reconnection attempt; we log the outage once.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         first = await self._prepare(migrate)
+        options = session_options(self.dsn, self.timeout, self.sync)
+        self._pool_kwargs = {**self._kwargs, "options": options, "autocommit": True}
         self._pool = await self._new_pool()
         self._listener = asyncio.create_task(self._listen(first), name="cfylogs-pg-listen")
 
     async def close(self) -> None:
+        """Stop waiting for the database: what holds a connection gives up now, what waits
+        for one or asks for one from now on is refused."""
+        self._closing = True
+        for watch in tuple(self._watches):
+            watch.cut()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
         if self._pool is not None:
-            await self._pool.close()
+            await self._pool.close(timeout=POOL_CLOSE_WAIT)
             self._pool = None
 
     @property
@@ -97,52 +110,84 @@ class Database:
     # --- transactions
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AConn]:
-        """One transaction on a pooled connection; driver errors become 503s."""
+    async def transaction(
+        self, deadline: float | None = None, what: str = "a transaction"
+    ) -> AsyncIterator[AConn]:
+        """One transaction on a pooled connection, ended by `deadline` (event loop time;
+        default: `timeout` from now); driver errors become 503s. `what` names it in the
+        log if its commit goes unconfirmed."""
+        watch = Watch(self.timeout, deadline)
+        async with self._connection(watch, what) as conn, conn.transaction():
+            yield conn
+            watch.committing = True
+        self._answered()
+
+    @contextlib.asynccontextmanager
+    async def status_connection(self) -> AsyncIterator[AConn]:
+        """A connection for /health, in autocommit, for `timeout` at most."""
+        async with self._connection(Watch(self.timeout)) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, watch: Watch, what: str = "") -> AsyncIterator[AConn]:
+        if self._closing:
+            raise StorageUnavailable("the relay is shutting down; retry shortly")
         if self._pool is None:
             raise StorageUnavailable("the store is not open")
+        wait = watch.left() if self.failure is None else min(watch.left(), DOWN_ACQUIRE_TIMEOUT)
+        if wait <= 0:
+            raise StorageUnavailable(f"PostgreSQL did not answer within {self.timeout:g} s")
         try:
-            timeout = ACQUIRE_TIMEOUT if self.failure is None else DOWN_ACQUIRE_TIMEOUT
-            async with self._pool.connection(timeout) as conn, conn.transaction():
-                yield conn
+            async with self._pool.connection(wait) as conn, watch.guarding(conn):
+                self._watches.add(watch)
+                try:
+                    yield conn
+                finally:
+                    self._watches.discard(watch)
         except (psycopg.Error, PoolTimeout) as exc:
-            self.note_failure(exc)
-            raise StorageUnavailable(f"PostgreSQL cannot take this now: {exc}") from exc
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # psycopg before 3.3 may raise its own error for a cancelled query.
+                raise asyncio.CancelledError from exc
+            raise self._unavailable(exc, watch, what) from exc
+
+    def _unavailable(self, exc: Exception, watch: Watch, what: str) -> StorageUnavailable:
+        detail = str(exc) or type(exc).__name__
+        self._note_failure(detail)
+        if watch.committing and _in_doubt(exc):
+            log.warning(
+                "PostgreSQL did not confirm the commit of %s (%s): it may have been stored "
+                "although answered 503, and a retry then stores it again",
+                what,
+                detail,
+            )
+            return StorageUnavailable(f"PostgreSQL did not confirm the commit ({detail})")
+        return StorageUnavailable(f"PostgreSQL cannot take this now ({detail})")
+
+    def _answered(self) -> None:
         if self.failure is not None:
             log.info("PostgreSQL answers again")
             self.failure = None
 
-    @contextlib.asynccontextmanager
-    async def status_connection(self) -> AsyncIterator[AConn]:
-        """A connection for /health, waited for STATUS_TIMEOUT at most."""
-        if self._pool is None:
-            raise StorageUnavailable("the store is not open")
-        try:
-            async with self._pool.connection(timeout=STATUS_TIMEOUT) as conn:
-                yield conn
-        except (psycopg.Error, PoolTimeout) as exc:
-            self.note_failure(exc)
-            raise StorageUnavailable(f"PostgreSQL does not answer: {exc}") from exc
-
-    def note_failure(self, exc: Exception) -> None:
+    def _note_failure(self, detail: str) -> None:
         if self.failure is None:
-            log.error("PostgreSQL operation failed: %s", exc)
-        self.failure = str(exc) or type(exc).__name__
+            log.error("PostgreSQL operation failed: %s", detail)
+        self.failure = detail
 
     # --- the pool
 
     async def _new_pool(self) -> AsyncConnectionPool[AConn]:
         pool: AsyncConnectionPool[AConn] = AsyncConnectionPool(
             self.dsn,
-            kwargs={"autocommit": True, **CONNECT_KWARGS},
+            kwargs=self._pool_kwargs,
             min_size=1,
             max_size=self.pool_size,
             open=False,
-            configure=self._configure,
+            connection_class=BoundedConnection,
             # No check before each use (a round trip per operation): after an outage the
             # listener replaces the whole pool, and a connection that fails alone costs
             # one 503 and is then discarded by the pool.
-            timeout=ACQUIRE_TIMEOUT,
+            timeout=self.timeout,
             name="cfylogs",
         )
         await pool.open()
@@ -159,22 +204,12 @@ class Database:
         if old is not None:
             await old.close()  # operations still on its connections finish first
 
-    async def _configure(self, conn: AConn) -> None:
-        # Our statements are small and indexed: JIT compilation (on by default since
-        # PostgreSQL 12, triggered by estimates on young tables) costs tens of ms each.
-        await conn.execute("SET jit = off")
-        if self.sync != "full":
-            # Survives a crash of the relay (PostgreSQL has the commit), not of the database.
-            await conn.execute("SET synchronous_commit = off")
-
     async def _prepare(self, migrate: Callable[[AConn], Awaitable[None]]) -> AConn:
         """Connect, migrate, and listen: fail fast and clearly at start-up.
 
         The connection is kept as the listener's first one."""
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, **CONNECT_KWARGS
-            )
+            conn: AConn = await BoundedConnection.connect(self.dsn, autocommit=True, **self._kwargs)
             try:
                 await migrate(conn)
                 schema: str = await one(conn, "SELECT current_schema()")
@@ -225,9 +260,10 @@ class Database:
                 await first.close()
 
     async def _connect_listener(self, recovering: bool) -> AConn:
-        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **CONNECT_KWARGS)
+        conn: AConn = await BoundedConnection.connect(self.dsn, autocommit=True, **self._kwargs)
         try:
-            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            async with Watch(self.timeout).guarding(conn):
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             if recovering:
                 log.info("PostgreSQL reachable again")
                 await self._renew_pool()
@@ -242,11 +278,20 @@ class Database:
             async for note in conn.notifies(timeout=LISTEN_PING_EVERY):
                 if note.payload != self.instance:
                     self._wake()
-            await conn.execute("SELECT 1")  # an idle connection may be dead: find out
+            async with Watch(self.timeout).guarding(conn):
+                await conn.execute("SELECT 1")  # an idle connection may be dead: find out
 
     def _wake(self) -> None:
         for callback in self._callbacks:
             callback()
+
+
+def _in_doubt(exc: Exception) -> bool:
+    """Whether a COMMIT that failed so may have been carried out (docs/HA.md): no answer,
+    a lost connection, or the server stopping mid-way (a commit waiting for a standby is
+    committed locally) say nothing; any other error of the server's is a rollback."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return not sqlstate or sqlstate.startswith(("08", "57P"))
 
 
 def _unreachable(exc: psycopg.Error) -> bool:

@@ -22,7 +22,6 @@ Concurrency between instances
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -51,7 +50,6 @@ from cfylogs.storage.policy import AppendRequest, DropReports, StorageLimits, st
 from cfylogs.storage.postgres import caps, dead_letters, events, legacy, schema
 from cfylogs.storage.postgres.appender import Appender
 from cfylogs.storage.postgres.connection import (
-    STATUS_TIMEOUT,
     AConn,
     Database,
     fetchone,
@@ -80,14 +78,19 @@ class PostgresStorage(Storage):
         *,
         sync: str | None = None,
         pool_size: int | None = None,
+        timeout: float | None = None,
     ) -> None:
-        """Values left out come from the settings table's defaults."""
+        """Values left out come from the settings table's defaults; `timeout` is the most
+        seconds an operation waits for the database (`storage.postgres.timeout_sec`)."""
         defaults = Settings()
         self.limits = limits or storage_limits(defaults)
         self._db = Database(
-            dsn, sync or defaults.storage_sync, pool_size or defaults.storage_postgres_pool_size
+            dsn,
+            sync or defaults.storage_sync,
+            pool_size or defaults.storage_postgres_pool_size,
+            timeout or defaults.storage_postgres_timeout_sec,
         )
-        self._appender = Appender(self._append_group)
+        self._appender = Appender(self._append_group, self._db.timeout)
         self._drops = DropReports()
         self._shared = SharedEntries()
 
@@ -109,8 +112,10 @@ class PostgresStorage(Storage):
         await self._db.open(schema.migrate)
 
     async def close(self) -> None:
-        await self._appender.close()
+        # The server waited for its requests already: what still runs is cut, what waits
+        # for a connection is refused, and then so are the appends still queued.
         await self._db.close()
+        await self._appender.close()
 
     def on_new_events(self, callback: Callable[[], None]) -> None:
         self._db.on_new_events(callback)
@@ -147,9 +152,11 @@ class PostgresStorage(Storage):
         return await self._appender.append(AppendRequest.of(events, now, dead_letters))
 
     async def _append_group(
-        self, requests: list[AppendRequest]
+        self, requests: list[AppendRequest], deadline: float
     ) -> list[AppendOutcome | RelayError]:
-        async with self._db.transaction() as conn:
+        count = sum(len(r.events) for r in requests)
+        what = f"{len(requests)} append(s) ({count} events)"  # named if its commit is in doubt
+        async with self._db.transaction(deadline, what) as conn:
             return await self._append_in(conn, requests)
 
     async def _append_in(
@@ -384,10 +391,9 @@ class PostgresStorage(Storage):
 
     async def status(self) -> StoreStatus:
         try:
-            return await asyncio.wait_for(self._status(), STATUS_TIMEOUT + 1)
-        except (StorageUnavailable, TimeoutError) as exc:
-            detail = exc.message if isinstance(exc, StorageUnavailable) else "no answer in time"
-            return StoreStatus(self.name, False, detail, 0, 0, 0, None, 0)
+            return await self._status()  # within `timeout`, whatever the database does
+        except StorageUnavailable as exc:
+            return StoreStatus(self.name, False, exc.message, 0, 0, 0, None, 0)
 
     async def _status(self) -> StoreStatus:
         async with self._db.status_connection() as conn:
