@@ -35,9 +35,7 @@ test: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
-	scripts/ensure-postgres.sh
-	scripts/ensure-chromium.sh
-	scripts/ensure-systemd.sh
+	scripts/ensure-test-tools.sh
 	$(BIN)/pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)

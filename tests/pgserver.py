@@ -1,7 +1,7 @@
 """A real PostgreSQL server for the tests, started by the tests themselves.
 
 The server binaries come from the distribution's packages
-(`scripts/ensure-postgres.sh` installs them when `make test` finds none).
+(`scripts/ensure-test-tools.sh` installs them when `make test` finds none).
 PostgreSQL refuses to run as root, and tests run as root in CI: then the
 cluster belongs to a dedicated system user and every server command runs
 through `runuser`. The cluster lives in a temporary directory outside
@@ -65,7 +65,7 @@ def find_bindir() -> Path:
     if not candidates:
         raise RuntimeError(
             "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin: "
-            "run scripts/ensure-postgres.sh (make test does) or apt-get install postgresql"
+            "run scripts/ensure-test-tools.sh (make test does) or apt-get install postgresql"
         )
     return max(candidates)[1]
 

@@ -1,6 +1,6 @@
 """Headless Chromium from the distribution, driven by Selenium through its chromedriver.
 
-`scripts/ensure-chromium.sh` installs both packages (`make test` runs it). The
+`scripts/ensure-test-tools.sh` installs both packages (`make test` runs it). The
 flags keep Chromium off the network (this machine has none: its background
 connections would be refused) and run it as root in a container.
 """

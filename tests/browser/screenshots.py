@@ -9,7 +9,7 @@ after two); a few pushes that are no Cloudify event (dead letters). Then it
 opens each view of the console in headless Chromium and writes one PNG per
 view to DIR (1280x800), plus the token prompt of a relay with
 `security.consumer_token`. Needs what the browser tests need
-(scripts/ensure-chromium.sh). `--seconds N` shortens the traffic (the marks
+(scripts/ensure-test-tools.sh). `--seconds N` shortens the traffic (the marks
 need about 130 s).
 """
 

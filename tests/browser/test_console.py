@@ -1,5 +1,5 @@
 """The web console in a real browser: headless Chromium from the distribution's
-packages (`chromium`, `chromium-driver`; `scripts/ensure-chromium.sh` installs them,
+packages (`chromium`, `chromium-driver`; `scripts/ensure-test-tools.sh` installs them,
 `make test` runs it), driven by Selenium, against a real `cfylogs serve`.
 
 One browser serves the whole session (tests/browser/conftest.py); most tests

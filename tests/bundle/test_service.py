@@ -45,7 +45,7 @@ def _run_steps(out: Path, *args: str) -> dict[str, tuple[int, str]]:
 
 def test_service_install_reinstall_uninstall_and_purge(bundle: Bundle, tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
-        pytest.fail("systemd-analyze is missing: scripts/ensure-systemd.sh installs it")
+        pytest.fail("systemd-analyze is missing: scripts/ensure-test-tools.sh installs it")
     out = tmp_path / "steps"
     steps = _run_steps(out, "offline", str(bundle.root), str(out), PREFIX)
 
