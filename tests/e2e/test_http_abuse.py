@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import signal
 import socket
 import threading
 import time
@@ -338,3 +339,169 @@ def test_a_client_that_never_reads_is_not_read_either(server: ServerProcess) -> 
     assert memory_bytes(_pid(server)) - rss_before < 100 * 1024**2
     with server.client() as client:
         assert client.get("/health").status_code == 200
+
+
+# Found by a review of the core: each reproduced against the server before the fix.
+
+
+def test_a_trailer_without_end_is_431_and_stalls_nobody(guarded: ServerProcess) -> None:
+    raw = (
+        b"POST /api/v1/logs HTTP/1.1\r\nHost: relay\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\n{}\r\n0\r\nX-Long: " + b"a" * 8 * 1024**2
+    )
+    answers: list[tuple[bytes, dict[bytes, bytes], bytes]] = []
+    sender = threading.Thread(target=lambda: answers.append(_send_and_read(guarded, raw)))
+    sender.start()
+    with guarded.client(timeout=TIMEOUT_SEC) as client:  # the loop is not held meanwhile
+        started = time.monotonic()
+        assert client.get("/health").status_code == 200
+        assert time.monotonic() - started < TIMEOUT_SEC / 3
+    sender.join()
+    [answer] = answers
+    assert status_of(answer) == 431 and error_of(answer)["code"] == 431
+
+
+def test_trailers_are_not_taken_for_headers(server: ServerProcess, api: Api) -> None:
+    """A trailer `Content-Encoding` (judged after the head) changes nothing."""
+    registration_id = api.register()
+    raw = (
+        b"POST /api/v1/logs HTTP/1.1\r\nHost: relay\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunked(cloudify_log(8))[:-2]
+        + b"Content-Encoding: gzip\r\nAuthorization: Bearer x\r\n\r\n"
+    )
+    with connect(server) as sock:
+        sock.sendall(raw)
+        answer = Reader(sock).answer()
+    assert json.loads(answer[2]) == {"accepted": 1}
+    assert [e["seq"] for e in api.drain(registration_id)] == [8]
+
+
+def test_clients_that_never_read_are_cut_off_and_hold_no_budget(
+    server_factory: ServerFactory, api: Api, held_sockets: list[socket.socket]
+) -> None:
+    server = server_factory(
+        {"server": {"request_timeout_sec": 2, "max_ingest_bytes_in_flight": "1MiB"}}
+    ).start()
+    filler = request("GET", "/health", b" " * 60_000)  # GET bodies: read past, never kept
+    for _ in range(2):
+        sock = connect(server)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(request("GET", "/openapi.json") * 200 + filler * 40)
+        held_sockets.append(sock)
+    with server.client(timeout=TIMEOUT_SEC) as client:
+        batch = json.dumps([{"n": n, "pad": "x" * 1000} for n in range(300)]).encode()
+        started = time.monotonic()
+        assert client.post("/api/v1/logs", content=batch).status_code == 200
+        assert time.monotonic() - started < 1.5  # not after the 2 s request timeout
+
+    def cut_off(sock: socket.socket) -> bool:
+        sock.settimeout(0.2)
+        try:
+            while sock.recv(65536):
+                pass
+        except TimeoutError:
+            return False  # still open, answers still coming or pending
+        except ConnectionResetError:
+            pass
+        return True
+
+    # Its answers unread for request_timeout_sec: the connection is aborted.
+    wait_until(lambda: all(cut_off(sock) for sock in held_sockets), timeout=TIMEOUT_SEC)
+
+
+def test_a_declared_body_over_the_limit_is_413_from_the_head(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory({"server": {"max_request_bytes": 4096}}).start()
+    head = b"POST /api/v1/logs HTTP/1.1\r\nHost: relay\r\nContent-Length: 1000000000\r\n"
+    for extra in (b"Expect: 100-continue\r\n", b""):
+        with connect(server, timeout=TIMEOUT_SEC / 3) as sock:
+            sock.sendall(head + extra + b"\r\n")  # and not a byte of the body
+            reader = Reader(sock)
+            answer = reader.answer()  # no 100 Continue before it
+            assert status_of(answer) == 413 and error_of(answer)["code"] == 413
+            assert reader.closed()
+
+
+def test_a_refusal_decided_from_the_head_is_answered_at_eof_or_stop(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory({"server": {"request_timeout_sec": TIMEOUT_SEC}}).start()
+    unfinished = request("POST", "/nope", b"0123456789" * 10)[:-90]
+    with connect(server, timeout=TIMEOUT_SEC / 3) as sock:
+        sock.sendall(unfinished)
+        sock.shutdown(socket.SHUT_WR)
+        assert status_of(Reader(sock).answer()) == 404  # at once, not at the timeout
+    sock = connect(server, timeout=TIMEOUT_SEC / 3)
+    # Read in one go with the GET before it: once the GET is answered, the head is read.
+    sock.sendall(request("GET", "/health") + unfinished)
+    reader = Reader(sock)
+    try:
+        assert status_of(reader.answer()) == 200
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        assert status_of(reader.answer()) == 404  # answered, not held until the timeout
+    finally:
+        sock.close()
+    assert server.wait_exit() == 0
+
+
+def test_a_413_found_mid_body_is_not_turned_into_a_408(
+    server_factory: ServerFactory, api: Api
+) -> None:
+    server = server_factory(
+        {"server": {"max_request_bytes": 4096, "request_timeout_sec": 2}}
+    ).start()
+    with server.client() as client:
+        registration_id = Api(client).register()
+    with connect(server, timeout=10) as sock:
+        sock.sendall(
+            request("GET", f"/api/v1/logs/{registration_id}?wait=4")
+            + b"POST /api/v1/logs HTTP/1.1\r\nHost: relay\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%b\r\n" % (5000, b" " * 5000)
+        )
+        waited, refused = Reader(sock).answers(2)
+    assert json.loads(waited[2]) == {}
+    assert status_of(refused) == 413  # after the long poll's answer, not a 408
+
+
+def test_a_body_being_read_at_sigterm_is_read_whole_stored_and_answered(
+    server: ServerProcess, api: Api
+) -> None:
+    registration_id = api.register()
+    raw = post(cloudify_log(9))
+    with connect(server) as sock:
+        # Read in one go with the GET before it: once the GET is answered, the head is read.
+        sock.sendall(request("GET", "/health") + raw[:-100])
+        reader = Reader(sock)
+        assert status_of(reader.answer()) == 200
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "finishing requests in flight" in server.run_log())
+        sock.sendall(raw[-100:])
+        answer = reader.answer()
+        assert json.loads(answer[2]) == {"accepted": 1}
+        assert answer[1][b"connection"] == b"close"
+    assert server.wait_exit() == 0
+    server.start()
+    with server.client() as client:
+        assert [e["seq"] for e in Api(client).drain(registration_id)] == [9]
+
+
+def test_a_path_cannot_forge_a_line_of_the_access_log(server_factory: ServerFactory) -> None:
+    server = server_factory({"server": {"access_log": True}}).start()
+    forged = "/x%0a2026-12-02%2017:00:00,000%20ERROR%20cfylogs:%20forged"
+    with connect(server) as sock:
+        sock.sendall(request("GET", forged))
+        assert status_of(Reader(sock).answer()) == 404
+    wait_until(lambda: "forged" in server.run_log())
+    assert not any(line.startswith("2026-12-02 17:00:00") for line in server.run_log().splitlines())
+    assert "\\x0a2026-12-02" in server.run_log()
+
+
+def test_other_versions_are_505_and_absolute_urls_are_served(server: ServerProcess) -> None:
+    for raw in (b"GET /health HTTP/2.0\r\n\r\n", b"GET /health HTTP/0.9\r\n\r\n"):
+        answer = _send_and_read(server, raw)
+        assert status_of(answer) == 505 and error_of(answer)["code"] == 505
+    answer = _send_and_read(server, b"GET http://relay:8200/health HTTP/1.1\r\nHost: r\r\n\r\n")
+    assert status_of(answer) == 200 and json.loads(answer[2])["status"] == "ok"

@@ -341,14 +341,22 @@ def _decode_events(raw: bytes, encoding: str, content_type: str, limit: int) -> 
     return parse_events(decode_body(raw, encoding, limit), content_type)
 
 
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+
+
 def _log_access(request: Request, route: str, status: int, elapsed: float) -> None:
     """Method, path, status and duration: headers (tokens) and bodies (events) stay out."""
     client = request.client
     peer = f"{client[0]}:{client[1]}" if client else "-"
+    # The path is the client's, decoded: no line break or control byte of it reaches a
+    # text log line as such (it could forge one).
+    path = (
+        request.path.translate(_CONTROL_ESCAPES) if not request.path.isprintable() else request.path
+    )
     fields: dict[str, Any] = {
         "client": peer,
         "method": request.method,
-        "path": request.path,
+        "path": path,
         "route": route,
         "status": status,
         "duration_ms": round(elapsed * 1000, 3),
@@ -357,7 +365,7 @@ def _log_access(request: Request, route: str, status: int, elapsed: float) -> No
         "%s %s %s %d %.1fms",
         peer,
         request.method,
-        request.path,
+        path,
         status,
         elapsed * 1000,
         extra={"fields": fields},

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 
 class Deadline:
@@ -50,5 +52,7 @@ class Deadline:
             self._handle = self._loop.call_at(self._at, self._fire)
             return
         self._at = None
-        with contextlib.suppress(Exception):
+        try:
             self._on_expiry()
+        except Exception:  # logged, not lost: a timer's error would otherwise hang a client
+            log.exception("a connection's deadline failed")

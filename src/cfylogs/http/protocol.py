@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
 
@@ -55,6 +56,8 @@ from cfylogs.tls import peer_subject
 if TYPE_CHECKING:
     from cfylogs.http.site import Site
 
+log = logging.getLogger(__name__)
+
 #: Requests parsed ahead of the one being answered before reading pauses.
 MAX_PIPELINE = 16
 #: Bytes handed to the parser at a time: limits are checked between slices, so a
@@ -71,6 +74,11 @@ SINGLE_HEADERS = frozenset(
 #: gone (closing with unread input resets it, and the answer may be lost with it).
 LINGER_SEC = 2.0
 LINGER_BYTES = 4 * 1024**2
+
+#: What the connection's one deadline is for now.
+_REQUEST = 0  # a request is being read: 408 when it passes
+_IDLE = 1  # nothing to do (or lingering): close when it passes
+_WRITE = 2  # the client does not read its answers: abort when it passes
 
 _PAUSE_BUDGET = 1
 _PAUSE_PIPELINE = 2
@@ -145,7 +153,7 @@ class Connection(asyncio.Protocol):
         self.stopped = False
         self.gone = False
         self.deadline = Deadline(self.loop, self._deadline_passed)
-        self._deadline_is_keep_alive = False
+        self._deadline_mode = _REQUEST
         # The head being parsed.
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
@@ -159,6 +167,10 @@ class Connection(asyncio.Protocol):
         self._synthetic = False
         #: The client shut its side (EOF); we shut ours and drop what it sends.
         self._eof = False
+        #: Graceful stop: the body being read is the last thing read.
+        self._last_request = False
+        self._framing_bytes = 0
+        self._trailer_count = self._trailer_bytes = 0
         self._lingering = False
         self._lingered = 0
         #: Fed while a head is not over, past which it is refused (431) even before
@@ -177,7 +189,7 @@ class Connection(asyncio.Protocol):
         self.tls_subject = peer_subject(ssl_object) if ssl_object is not None else None
         self.site.opened(self)
         # A connection that never sends a request is answered 408 like a slow one.
-        self._arm(self.limits.request_timeout, keep_alive=False)
+        self._arm(self.limits.request_timeout, _REQUEST)
         if self.site.stopping:
             self.shutdown()
 
@@ -195,9 +207,11 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # A client may send its requests and shut its side: its answers are still due.
         self.stopped = self._eof = True
-        self._drop_partial_head()
+        self._drop_partial_head(finish_bodies=False)
         if self._lingering or (not self.queue and self.current is None):
             self._close()
+        else:
+            self._next()
         return None if self.tls else True  # asyncio's TLS cannot stay half-open
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -216,12 +230,20 @@ class Connection(asyncio.Protocol):
                 self.current.cancel()  # a long poll nobody waits for any more
 
     def pause_writing(self) -> None:
-        # A client that does not read its answers: stop reading its requests too.
+        # A client that does not read its answers: stop reading its requests too, and
+        # give it request_timeout_sec to read again.
         self.pauses |= _PAUSE_WRITE
         self._pause_reading()
+        self._arm(self.limits.request_timeout, _WRITE)
 
     def resume_writing(self) -> None:
         self.pauses &= ~_PAUSE_WRITE
+        if self._in_head or self.reading is not None:
+            self._arm(self.limits.request_timeout, _REQUEST)
+        elif self.current is None and not self.queue:
+            self._arm(self.limits.keep_alive, _IDLE)
+        else:
+            self.deadline.disarm()
         self._resume()
         self._next()
 
@@ -242,22 +264,30 @@ class Connection(asyncio.Protocol):
                 transport.close()
             return
         self.stopped = True
-        if self._eof or self.tls or not transport.can_write_eof():
+        if self._eof:
             transport.close()
             return
-        transport.write_eof()
+        if not self.tls and transport.can_write_eof():
+            transport.write_eof()  # TLS cannot half-close: it lingers with its side open
         self._lingering = True
         self.pauses = 0
         if self.reading_paused:
             self.reading_paused = False
             transport.resume_reading()
-        self._arm(LINGER_SEC, keep_alive=True)
+        self._arm(LINGER_SEC, _IDLE)
 
     def shutdown(self) -> None:
-        self.stopped = True
-        self._drop_partial_head()
+        """Read no new request. One whose head is read is read whole and answered (a
+        refusal would be a loss for Logstash 1.5); one still in its head is forgotten."""
+        self._drop_partial_head(finish_bodies=True)
+        if self.reading is not None:
+            self._last_request = True  # its body goes on; nothing after it is read
+        else:
+            self.stopped = True
         if self.current is None and not self.queue and self.transport is not None:
-            self.transport.close()
+            self._close()
+        else:
+            self._next()
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -279,6 +309,8 @@ class Connection(asyncio.Protocol):
             else:
                 view = view or memoryview(data)
                 piece = view[pos : pos + SLICE]
+            reading = self.reading
+            size_before = reading.size if reading is not None else -1
             try:
                 self.parser.feed_data(piece)
             except httptools.HttpParserUpgrade as exc:
@@ -287,7 +319,9 @@ class Connection(asyncio.Protocol):
                 continue
             except httptools.HttpParserCallbackError as exc:
                 cause = exc.__context__
-                if not self.stopped:
+                if isinstance(cause, _StopParsing):
+                    self.stopped = True
+                elif not self.stopped:
                     self._refuse(cause if isinstance(cause, RelayError) else _malformed(exc))
                 break
             except httptools.HttpParserError as exc:
@@ -302,6 +336,15 @@ class Connection(asyncio.Protocol):
                 if self._head_bytes > self._max_head_bytes:
                     self._refuse(self._headers_too_large())
                     break
+            if reading is not None and self.reading is reading and reading.size == size_before:
+                # Bytes of a body in progress that carried none of it: chunk framing or
+                # trailers (which the parser gathers line by line, as it does headers).
+                self._framing_bytes += len(piece)
+                if self._framing_bytes > self._max_head_bytes:
+                    self._refuse(self._headers_too_large())
+                    break
+            else:
+                self._framing_bytes = 0
             reading = self.reading
             if reading is not None and reading.held and not reading.discard:
                 # A body still coming after this slice: it reads on while the budget lets it.
@@ -344,13 +387,13 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self._synthetic:
             return
-        if self.stopped:
+        if self.stopped or self._last_request:
             raise _StopParsing  # nothing is read after a request that ends the connection
         self._url = b""
         self._headers = {}
         self._header_count = self._header_bytes = self._head_bytes = 0
         self._in_head = True
-        self._arm(self.limits.request_timeout, keep_alive=False)
+        self._arm(self.limits.request_timeout, _REQUEST)
 
     def on_url(self, url: bytes) -> None:
         if self._synthetic:
@@ -364,6 +407,9 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._synthetic:
+            return
+        if not self._in_head:
+            self._on_trailer(name, value)
             return
         self._header_count += 1
         self._header_bytes += len(name) + len(value) + 4
@@ -381,18 +427,35 @@ class Connection(asyncio.Protocol):
         else:
             headers[name] = value
 
+    def _on_trailer(self, name: bytes, value: bytes) -> None:
+        """A trailer field of a chunked body: bounded like the head, and dropped, never
+        merged into the headers the app has already judged (RFC 9110, 6.5.1)."""
+        self._trailer_count += 1
+        self._trailer_bytes += len(name) + len(value) + 4
+        if (
+            self._trailer_count > self.limits.max_headers
+            or self._trailer_bytes > self.limits.max_header_bytes
+        ):
+            raise self._headers_too_large()
+
     def on_headers_complete(self) -> None:
         if self._synthetic:
             self._synthetic = False
             return
         self._in_head = False
+        self._trailer_count = self._trailer_bytes = self._framing_bytes = 0
         parser = self.parser
         raw_path, _, query = self._url.partition(b"?")
+        if raw_path[:1] != b"/" and b"://" in raw_path:  # absolute form (RFC 9112, 3.2.2)
+            authority_and_path = raw_path.split(b"://", 1)[1]
+            slash = authority_and_path.find(b"/")
+            raw_path = authority_and_path[slash:] if slash >= 0 else b"/"
         path = raw_path.partition(b"#")[0].decode("latin-1")
         if "%" in path:
             path = unquote(path)
         headers = self._headers
         keep_alive = parser.should_keep_alive()
+        version = parser.get_http_version()
         request = Exchange(
             parser.get_method().decode("ascii"),
             path,
@@ -401,16 +464,24 @@ class Connection(asyncio.Protocol):
             keep_alive,
             self.client,
             self.tls_subject,
-            # HTTP/1.0 keeps a connection only when asked, in a Connection header.
-            http10=keep_alive and b"connection" in headers and parser.get_http_version() == "1.0",
+            http10=version == "1.0",
         )
         request.budget = self.site.budget
         self.reading = request
         self.queue.append(request)
         length = headers.get(b"content-length")
         chunked = b"transfer-encoding" in headers
-        has_body = chunked or (length is not None and length != b"0")
-        error = self.app.prepare(request)
+        has_body = chunked or (length is not None and length.strip(b"0") != b"")
+        error: RelayError | None
+        if version not in ("1.1", "1.0"):  # llhttp also takes 0.9 and 2.0 heads
+            error = HttpVersionNotSupported(f"HTTP/{version} is not served: use HTTP/1.1")
+            request.close = self.stopped = True
+        else:
+            error = self.app.prepare(request)
+        if error is None and length is not None and int(length) > request.body_limit:
+            error = PayloadTooLarge(
+                f"the request body ({int(length)} bytes) is larger than {request.body_limit} bytes"
+            )
         if parser.should_upgrade():
             if request.method == "CONNECT":  # its bytes are a tunnel: nothing to read on
                 request.close = self.stopped = True
@@ -421,15 +492,23 @@ class Connection(asyncio.Protocol):
                     else b"content-length: " + (length or b"0")
                 )
                 self._upgrade_body_head = b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n"
-        expect = headers.get(b"expect", b"").lower() == b"100-continue"
+        # An HTTP/1.0 client's expectation is ignored (RFC 9110, 10.1.1).
+        expect = not request.http10 and headers.get(b"expect", b"").lower() == b"100-continue"
         if error is not None:
             request.early = error
             if has_body:
                 request.discard = True
-                if isinstance(error, PayloadTooLarge) or expect:
+                declared = int(length) if length is not None else 0
+                if (
+                    isinstance(error, PayloadTooLarge)
+                    or expect
+                    or declared > self.limits.max_discard_bytes
+                ):
                     # Not worth reading (or not coming): answer now, then close.
                     request.close = self.stopped = True
         elif has_body:
+            # GET, HEAD and DELETE of this API take no body: read past it, keep nothing.
+            request.discard = request.method in ("GET", "HEAD", "DELETE")
             request.expect_continue = expect
         if request.close:
             self.reading = None
@@ -442,7 +521,12 @@ class Connection(asyncio.Protocol):
         if request.discard:
             request.size = size
             if size > self.limits.max_discard_bytes:
+                if request.early is None:
+                    request.early = PayloadTooLarge(
+                        f"the request body is larger than {self.limits.max_discard_bytes} bytes"
+                    )
                 request.close = self.stopped = True
+                self.reading = None
             return
         if size > request.body_limit:
             request.early = PayloadTooLarge(
@@ -452,6 +536,7 @@ class Connection(asyncio.Protocol):
             request.parts = []
             request.release()
             self._end_body()
+            self.reading = None
             return
         request.parts.append(body)
         request.size = size
@@ -469,7 +554,7 @@ class Connection(asyncio.Protocol):
             request.body = parts[0] if len(parts) == 1 else b"".join(parts)
             request.parts = []
             self._end_body()
-        if not request.keep_alive:
+        if not request.keep_alive or self._last_request:
             self.stopped = True  # nothing after a request that closes the connection
         if len(self.queue) > MAX_PIPELINE:
             self.pauses |= _PAUSE_PIPELINE
@@ -501,12 +586,16 @@ class Connection(asyncio.Protocol):
         try:
             response = await self.app.handle(request)
         except asyncio.CancelledError:
-            request.release()
-            self.current = None
             return  # the client went away
-        self.current = None
-        self._send(request, response)
-        self._next()
+        finally:
+            self.current = None
+            request.release()
+        try:
+            self._send(request, response)
+            self._next()
+        except Exception:  # a bug here must not leave the connection hanging
+            log.exception("could not answer %s %s", request.method, request.path)
+            self.abort()
 
     def _send(self, request: Exchange, response: Response) -> None:
         if self.queue and self.queue[0] is request:
@@ -527,7 +616,7 @@ class Connection(asyncio.Protocol):
             return
         if not self.queue and self.reading is None and not self._in_head:
             # Idle from now on: bytes that are no request (bare CRLFs) do not push it back.
-            self._arm(self.limits.keep_alive, keep_alive=True)
+            self._arm(self.limits.keep_alive, _IDLE)
         if self.pauses & _PAUSE_PIPELINE and len(self.queue) <= MAX_PIPELINE // 2:
             self.pauses &= ~_PAUSE_PIPELINE
             self.loop.call_soon(self._resume)
@@ -546,7 +635,8 @@ class Connection(asyncio.Protocol):
             request.parts = []
             request.release()
             self._end_body()
-        request.early = error
+        if request.early is None:  # a refusal decided earlier stands (a 413, say)
+            request.early = error
         request.close = True
         self._in_head = False
 
@@ -555,29 +645,40 @@ class Connection(asyncio.Protocol):
             self.in_budget = False
             self.site.budget.end_body(self)
 
-    def _drop_partial_head(self) -> None:
-        """A request begun but not read whole will never be: forget it."""
+    def _drop_partial_head(self, finish_bodies: bool) -> None:
+        """No more is read: forget a request still in its head; one refused from its head
+        is answered now; a body in progress goes on if `finish_bodies`, else is forgotten."""
         request = self.reading
-        if request is not None and not request.complete and request.early is None:
-            self.reading = None
-            if self.queue and self.queue[-1] is request:
-                self.queue.pop()
-            request.release()
-            self._end_body()
+        if request is not None and not request.complete:
+            if request.early is not None:
+                request.close = True
+                self.reading = None
+            elif not finish_bodies:
+                self.reading = None
+                if self.queue and self.queue[-1] is request:
+                    self.queue.pop()
+                request.release()
+                self._end_body()
         self._in_head = False
 
     # --- time
 
-    def _arm(self, delay: float, keep_alive: bool) -> None:
-        self._deadline_is_keep_alive = keep_alive
+    def _arm(self, delay: float, mode: int) -> None:
+        self._deadline_mode = mode
         self.deadline.arm(delay)
 
     def _deadline_passed(self) -> None:
         if self.gone or self.transport is None:
             return
-        if self._deadline_is_keep_alive:
+        if self._deadline_mode == _WRITE:
+            self.transport.abort()  # its answers were not read for request_timeout_sec
+            return
+        if self._deadline_mode == _IDLE:
             if self._lingering or (self.current is None and not self.queue and not self._in_head):
-                self.transport.close()
+                if self.transport.get_write_buffer_size():
+                    self.transport.abort()  # close() would wait for a client that never reads
+                else:
+                    self.transport.close()
             return
         if self.reading is None and not self._in_head and self.queue:
             return  # every request is read; the app is answering them
