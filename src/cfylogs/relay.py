@@ -250,6 +250,14 @@ class Relay:
         limit = self.options.batch_size if max_entries is None else max_entries
         limit = max(1, min(limit, self.options.batch_size))
         deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SEC)
+        try:
+            return await self._poll(registration_id, limit, deadline)
+        except asyncio.CancelledError:
+            # The client left mid-poll: its last fetch, which withdraws the wish, never runs.
+            self.storage.abandon_wait(registration_id)
+            raise
+
+    async def _poll(self, registration_id: str, limit: int, deadline: float) -> Batch | None:
         while True:
             generation = self._wakeup.generation
             remaining = deadline - time.monotonic()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cfylogs.errors import BatchNotDelivered, StorageUnavailable
+from cfylogs.relay import Relay
 from cfylogs.storage.sqlite import DB_FILE, SqliteStorage, WriterHooks
 
 
@@ -132,3 +133,83 @@ async def test_a_long_poll_answered_without_a_batch_cut_ahead_leaves_nothing_to_
         assert following is not None and (following.id, following.deliveries) == (1, 1)
     finally:
         await store.close()
+
+
+class FailCommit(WriterHooks):
+    """Fails the next transaction just before its COMMIT: it rolls back."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def committing(self) -> None:
+        if self.armed:
+            self.armed = False
+            raise sqlite3.OperationalError("injected: database or disk is full")
+
+
+async def test_a_rolled_back_cut_shares_nothing_with_the_batch_that_reuses_its_id(
+    tmp_path: Path,
+) -> None:
+    """A long poll's batch is cut in the append's transaction; if that rolls back, its
+    seqs and batch id are reused by the next append, whose bytes must be the ones handed
+    out (a consumer got the 503'd request's event and lost the 200'd one)."""
+    hooks = FailCommit()
+    store = SqliteStorage(tmp_path / "home", hooks=hooks)
+    await store.open()
+    try:
+        await store.register("r", None, None, 1.0)
+        assert await store.fetch("r", 100, 1 << 20, 2.0, waiting=True) is None
+        hooks.armed = True
+        with pytest.raises(StorageUnavailable):
+            await store.append([b'{"producer":"A"}'], 3.0)
+        assert (await store.append([b'{"producer":"B"}'], 4.0)).stored == 1
+        batch = await store.fetch("r", 100, 1 << 20, 5.0, waiting=True)
+        again = await store.fetch("r", 100, 1 << 20, 6.0)
+        assert batch is not None and again is not None and batch.id == again.id == 0
+        assert list(batch.entries) == list(again.entries) == [b'{"producer":"B"}']
+    finally:
+        await store.close()
+
+
+async def test_a_new_store_gives_free_pages_back_and_an_old_one_is_converted(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+
+    def auto_vacuum() -> int:
+        conn = sqlite3.connect(home / DB_FILE)
+        try:
+            return int(conn.execute("PRAGMA auto_vacuum").fetchone()[0])
+        finally:
+            conn.close()
+
+    store = SqliteStorage(home)
+    await store.open()
+    await store.close()
+    assert auto_vacuum() == 2  # INCREMENTAL: set before the switch to WAL, or ignored
+    conn = sqlite3.connect(home / DB_FILE)  # as earlier releases left it
+    conn.execute("PRAGMA auto_vacuum = NONE")
+    conn.execute("VACUUM")
+    conn.close()
+    assert auto_vacuum() == 0
+    store = SqliteStorage(home)
+    await store.open()
+    await store.close()
+    assert auto_vacuum() == 2
+
+
+async def test_a_long_poll_whose_client_left_gets_no_batch_cut_for_it(tmp_path: Path) -> None:
+    """A poll cancelled mid-wait (its client went away) never makes its last fetch, which
+    withdraws its wish: without `abandon_wait` the next append cut a batch for nobody,
+    held it in memory and recorded it as delivered."""
+    relay = Relay(SqliteStorage(tmp_path / "home"))
+    await relay.start()
+    try:
+        registration_id = await relay.register("gone")
+        with pytest.raises(TimeoutError):  # the cancellation the HTTP layer makes
+            await asyncio.wait_for(relay.fetch(registration_id, wait=30), 0.2)
+        await relay.ingest([b'{"n":1}'])
+        [reg] = await relay.registrations()
+        assert reg.pending_batch_id is None and reg.backlog_events == 1
+    finally:
+        await relay.stop()

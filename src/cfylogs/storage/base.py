@@ -85,6 +85,11 @@ class Storage(abc.ABC):
     async def close(self) -> None:
         """Finish the operations in flight, persist what is lazy, release everything."""
 
+    def abandon_wait(self, registration_id: str) -> None:  # noqa: B027
+        """A long poll of `registration_id` was given up before its last fetch (its client
+        left): whatever the store prepares for a waiting consumer (`fetch(waiting=True)`)
+        it prepares no more for this one. Called on the event loop; never raises."""
+
     def on_new_events(self, callback: Callable[[], None]) -> None:  # noqa: B027
         """Register a callback run in the event loop when events are stored by
         *another* process sharing this store (the relay already knows of its own)."""

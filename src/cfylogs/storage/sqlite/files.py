@@ -80,6 +80,10 @@ class Connections:
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # A new file: only now, before its first page (which switching to WAL
+            # writes), can it be made to give freed pages back (see space.give_back).
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.sync}")
         conn.execute("PRAGMA temp_store = MEMORY")

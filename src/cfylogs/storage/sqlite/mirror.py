@@ -27,6 +27,7 @@ from typing import Any
 from cfylogs.errors import RegistrationExpired, RegistrationNotFound
 from cfylogs.models import Batch
 from cfylogs.storage.base import RegistrationRow
+from cfylogs.storage.shared_entries import SharedEntries
 from cfylogs.storage.sqlite.chunkformat import decode_offsets
 from cfylogs.storage.sqlite.chunks import Head
 
@@ -77,8 +78,13 @@ class Mirror:
         #: Last-seen times not yet written (the writer flushes them lazily).
         self._seen: dict[str, float] = {}
         self._wishes: dict[str, Wish] = {}
+        #: Wishes a transaction is cutting batches for (not committed yet): the poll's
+        #: last fetch then asks the writer, which answers after that commit.
+        self._taken: set[str] = set()
         #: Batches cut for waiting long polls by the append that brought their events.
         self._ready: dict[str, Batch] = {}
+        #: One entries object per pending batch (committed batches only: see Txn.share).
+        self.shared = SharedEntries()
 
     # --- the event loop's side
 
@@ -92,9 +98,11 @@ class Mirror:
         return reg
 
     def saw(self, registration_id: str, now: float) -> None:
-        """Renew a registration's lease (written lazily by the writer's `flush`)."""
+        """Renew a registration's lease (written lazily by the writer's `flush`); nothing
+        for one removed meanwhile."""
         with self._lock:
-            self._seen[registration_id] = now
+            if registration_id in self.regs:
+                self._seen[registration_id] = now
 
     def seen(self, reg: Reg) -> float:
         """When `reg` was last seen, its lazily written renewals included."""
@@ -128,6 +136,8 @@ class Mirror:
             self._seen[registration_id] = now
             if not waiting and self._wishes:
                 self._wishes.pop(registration_id, None)
+                if registration_id in self._taken:
+                    return False, None  # a batch is being cut for it: the writer knows
             if self._ready and (ready := self._take_ready(reg)) is not None:
                 return True, ready
             idle = (
@@ -165,8 +175,17 @@ class Mirror:
         with self._lock:
             self._wishes.pop(registration_id, None)
 
-    def wishes(self) -> list[tuple[str, Wish]]:
+    def abandon(self, registration_id: str) -> None:
+        """Its long poll was given up (the client left): cut nothing ahead for it, and
+        drop a batch already cut (it stays the pending batch, read again from disk)."""
         with self._lock:
+            self._wishes.pop(registration_id, None)
+            self._ready.pop(registration_id, None)
+
+    def wishes(self) -> list[tuple[str, Wish]]:
+        """The wishes to cut batches for in this transaction (marked taken until it ends)."""
+        with self._lock:
+            self._taken.update(self._wishes)
             return list(self._wishes.items())
 
     @property
@@ -187,6 +206,7 @@ class Mirror:
         """Make a commit visible: its registrations, adopted batches, head, and the
         batches it cut for waiting long polls."""
         with self._lock:
+            self._taken.clear()
             for registration_id, reg in changed.items():
                 if reg is None or not reg.active:
                     self._wishes.pop(registration_id, None)
@@ -241,6 +261,7 @@ class Mirror:
             batch = Legacy(batch_id, count, size, ingested_at, deliveries)
             legacy.setdefault(rid, []).append(batch)
         with self._lock:
+            self._taken.clear()
             self.regs = regs
             self.legacy = {rid: tuple(batches) for rid, batches in legacy.items()}
             self.has_active = any(reg.active for reg in regs.values())

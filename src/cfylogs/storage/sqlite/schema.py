@@ -112,13 +112,14 @@ def prepare(conn: sqlite3.Connection, path: Path) -> tuple[Head, Head]:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
     ).fetchone()
     if has_meta is None:  # a new file
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
         conn.executescript(
             f"BEGIN IMMEDIATE; {SCHEMA}; {LEGACY_SCHEMA}; {DEAD_LETTERS_SCHEMA}; "
             "INSERT INTO meta (key, value) VALUES "
             f"('schema_version', {SCHEMA_VERSION}), ('head_seq', 0), ('head_byte', 0); COMMIT;"
         )
         log.info("created the embedded store %s", path)
+    else:
+        _give_back_free_pages_from_now_on(conn, path)
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     version = int(meta["schema_version"])
     while version < SCHEMA_VERSION:
@@ -140,3 +141,31 @@ def write_head(conn: sqlite3.Connection, head: Head) -> None:
         "UPDATE meta SET value = ? WHERE key = ?",
         [(head.seq, "head_seq"), (head.byte, "head_byte")],
     )
+
+
+#: A store made before auto_vacuum was set up right is converted at open up to this size
+#: (VACUUM rewrites the whole file: seconds for this much); a larger one is left, with
+#: the offline command in the log.
+CONVERT_MAX_BYTES = 256 * 1024**2
+
+
+def _give_back_free_pages_from_now_on(conn: sqlite3.Connection, path: Path) -> None:
+    """Stores of earlier releases were created without auto_vacuum (it was set after the
+    switch to WAL, which SQLite ignores): their file never shrank after a drain."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 0:
+        return
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = (pages - free) * conn.execute("PRAGMA page_size").fetchone()[0]
+    if size > CONVERT_MAX_BYTES:
+        log.warning(
+            "%s does not give free space back to the file system (made by an earlier "
+            "release); with cfylogs stopped, run: sqlite3 %s 'PRAGMA auto_vacuum = "
+            "INCREMENTAL; VACUUM;' (it needs as much free space as the file)",
+            path,
+            path,
+        )
+        return
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("VACUUM")
+    log.info("%s now gives free space back to the file system", path)

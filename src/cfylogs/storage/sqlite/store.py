@@ -44,7 +44,7 @@ from cfylogs.models import (
 from cfylogs.storage.base import Storage, check_legacy_batches
 from cfylogs.storage.policy import AppendRequest, StorageLimits, storage_limits
 from cfylogs.storage.reserve import DiskReserve
-from cfylogs.storage.shared_entries import BatchKey, SharedEntries
+from cfylogs.storage.shared_entries import BatchKey
 from cfylogs.storage.sqlite import chunks, dead_letters, files, legacy, schema, space
 from cfylogs.storage.sqlite.appends import Appends
 from cfylogs.storage.sqlite.files import DB_FILE, RESERVE_FILE
@@ -102,7 +102,6 @@ class SqliteStorage(Storage):
         self._checkpointer = Checkpointer(self._connections)
         self._hooks = hooks
         self._mirror = Mirror()
-        self._shared = SharedEntries()
         self._appends = Appends(self.home, self.limits, self._reserve, self._mirror)
         self._writer: Writer | None = None
         self._maintained_at = time.monotonic()
@@ -288,7 +287,7 @@ class SqliteStorage(Storage):
             entries = await self._readers.read(cut.read)
             if len(entries) == cut.count:
                 if cut.key is not None:
-                    entries = self._shared.share(cut.key, entries)
+                    entries = self._mirror.shared.share(cut.key, entries)  # committed: cut
                 return Batch(registration_id, cut.batch_id, entries, cut.deliveries)
             # The batch was acknowledged (and collected) between the cut and the read.
         raise StorageUnavailable("the pending batch changed while it was read; retry")
@@ -319,7 +318,7 @@ class SqliteStorage(Storage):
             )
             txn.put(reg)
             key = (registration_id, reg.next_batch_id - 1, pending_start, reg.cursor)
-            shared = self._shared.get(key)
+            shared = self._mirror.shared.get(key)
             if shared is not None:  # handed out and still held: no second copy
                 return Batch(registration_id, key[1], shared, reg.pending_deliveries)
             size = chunks.byte_position(txn.conn, reg.cursor, txn.head) - (
@@ -335,7 +334,7 @@ class SqliteStorage(Storage):
         key = (registration_id, reg.next_batch_id - 1, reg.pending_start, reg.cursor)
         if size <= READY_MAX_BYTES:
             # Read here, in the transaction: no trip to a reader and back.
-            entries = self._shared.share(key, chunks.read(txn.conn, key[2], key[3]))
+            entries = txn.share(key, chunks.read(txn.conn, key[2], key[3]))
             return Batch(registration_id, key[1], entries, reg.pending_deliveries)
         read_range = partial(chunks.read_snapshot, start=key[2], end=key[3])
         return _ToRead(key[1], reg.pending_deliveries, key[3] - key[2], read_range, key)
@@ -364,8 +363,8 @@ class SqliteStorage(Storage):
         no second commit, no trip through the writer and a reader. The batch is
         committed as handed out once (deliveries 1) like any fetched batch; if the
         consumer went away it is simply the pending batch it gets next time. The
-        poll's last fetch (at its deadline) withdraws the wish, so nothing is cut
-        for a consumer that left.
+        poll's last fetch (at its deadline), or its cancellation (`abandon_wait`),
+        withdraws the wish, so nothing is cut for a consumer that left.
         """
         for registration_id, wish in self._mirror.wishes():
             reg = txn.reg(registration_id)
@@ -383,8 +382,11 @@ class SqliteStorage(Storage):
             reg, _ = self._cut_new(txn, reg, max_entries, min(max_bytes, READY_MAX_BYTES))
             assert reg.pending_start is not None
             key = (registration_id, reg.next_batch_id - 1, reg.pending_start, reg.cursor)
-            entries = self._shared.share(key, chunks.read(txn.conn, key[2], key[3]))
+            entries = txn.share(key, chunks.read(txn.conn, key[2], key[3]))
             txn.ready[registration_id] = Batch(registration_id, key[1], entries, 1)
+
+    def abandon_wait(self, registration_id: str) -> None:
+        self._mirror.abandon(registration_id)
 
     async def ack(self, registration_id: str, batch_id: int, now: float) -> AckResult:
         self._mirror.lookup(registration_id)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from cfylogs.errors import RegistrationExpired, RegistrationNotFound
 from cfylogs.models import Batch
+from cfylogs.storage.shared_entries import BatchKey
 from cfylogs.storage.sqlite.chunks import Head
 from cfylogs.storage.sqlite.mirror import REG_COLUMNS, Legacy, Mirror, Reg, reg_row
 
@@ -29,6 +31,9 @@ class Txn:
         self.legacy_changed: dict[str, tuple[Legacy, ...]] = {}
         #: Batches cut for waiting long polls, handed over after the commit.
         self.ready: dict[str, Batch] = {}
+        #: Entries of the batches it hands out, shared once it commits: a batch it cuts
+        #: names seqs and an id that a rollback gives back, to be reused by other events.
+        self.shares: dict[BatchKey, Sequence[bytes]] = {}
         #: Whether chunks may have become collectable.
         self.gc = False
 
@@ -115,6 +120,17 @@ class Txn:
             )
             self.legacy_changed[registration_id] = ()
 
+    def share(self, key: BatchKey, entries: Sequence[bytes]) -> Sequence[bytes]:
+        """The entries to hand out for `key`: those already shared (committed or staged
+        here), else `entries`, shared once this transaction commits."""
+        shared = self.shares.get(key) or self.mirror.shared.get(key)
+        if shared is not None:
+            return shared
+        self.shares[key] = entries
+        return entries
+
     def publish(self) -> None:
         """After the commit: make what it changed visible."""
+        for key, entries in self.shares.items():
+            self.mirror.shared.share(key, entries)
         self.mirror.publish(self.changed, self.legacy_changed, self.head, self.ready)

@@ -105,6 +105,9 @@ class WriterHooks:
     def appending_alone(self) -> None:
         """A group of appends alone is about to be committed by its INSERT."""
 
+    def committing(self) -> None:
+        """A transaction is about to commit (raise: it rolls back, as on a full disk)."""
+
 
 class Writer:
     def __init__(
@@ -204,6 +207,9 @@ class Writer:
                     log.exception("the store's writer failed %d operation(s)", len(ops))
                     error = StorageUnavailable(f"the store cannot take this now: {exc}")
                     self._answer([(op.future, None, error) for op in ops])
+            # Nothing of this group may stay alive while the writer waits for the next (up
+            # to MAX_GROUP_BYTES of events, and through a failure's frames its entries).
+            del ops
         self.steps.flush(self.conn)
 
     def _take_group(self, first: Op | None) -> tuple[list[Op], bool]:
@@ -233,7 +239,8 @@ class Writer:
             answers = self._transaction(ops)
         except Exception as exc:
             error = StorageUnavailable(f"the store cannot take this now: {exc}")
-            error.__cause__ = exc
+            # The cause without its traceback: its frames hold the failed transaction.
+            error.__cause__ = exc.with_traceback(None)
             if is_disk_full(exc):
                 self.steps.disk_full()  # room for the acks and fetches below
             answers = [(op.future, None, error) for op in ops if op.is_append]
@@ -257,6 +264,7 @@ class Writer:
             self.conn.execute("BEGIN IMMEDIATE")
             answers = self._run_ops(txn, ops)
             self.steps.before_commit(txn)
+            self.hooks.committing()
             if txn.head != self.meta_head:
                 write_head(self.conn, txn.head)
             self.conn.execute("COMMIT")
