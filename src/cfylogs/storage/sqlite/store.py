@@ -366,6 +366,7 @@ class SqliteStorage(Storage):
         poll's last fetch (at its deadline), or its cancellation (`abandon_wait`),
         withdraws the wish, so nothing is cut for a consumer that left.
         """
+        reads: dict[tuple[int, int], Sequence[bytes]] = {}  # fan-out: one read per range
         for registration_id, wish in self._mirror.wishes():
             reg = txn.reg(registration_id)
             if (
@@ -382,7 +383,10 @@ class SqliteStorage(Storage):
             reg, _ = self._cut_new(txn, reg, max_entries, min(max_bytes, READY_MAX_BYTES))
             assert reg.pending_start is not None
             key = (registration_id, reg.next_batch_id - 1, reg.pending_start, reg.cursor)
-            entries = txn.share(key, chunks.read(txn.conn, key[2], key[3]))
+            span = (key[2], key[3])
+            if span not in reads:
+                reads[span] = chunks.read(txn.conn, *span)
+            entries = txn.share(key, reads[span])
             txn.ready[registration_id] = Batch(registration_id, key[1], entries, 1)
 
     def abandon_wait(self, registration_id: str) -> None:
