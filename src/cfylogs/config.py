@@ -552,8 +552,14 @@ def find_config_file(
         return Path(from_env)
     base = cwd or Path.cwd()
     for candidate in (base / "config" / CONFIG_FILE_NAME, base / CONFIG_FILE_NAME):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except PermissionError:  # e.g. a working directory this user may not search
+            raise ConfigError(
+                f"{candidate}: cannot look for the config file here (permission denied); "
+                "name it with --config or $CFYLOGS_CONFIG"
+            ) from None
     return None
 
 

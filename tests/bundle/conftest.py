@@ -51,12 +51,18 @@ class Bundle:
 def run_install(
     install_sh: Path, *args: str, wrap: list[str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """`install.sh ARGS` (under `wrap`, e.g. unshare), its output for the asserts."""
+    """`install.sh ARGS` (under `wrap`, e.g. unshare), its output for the asserts.
+
+    Run from the bundle's directory: without the service, install.sh's schema check finds
+    the config as `cfylogs serve` would, from the working directory, which must not be the
+    test runner's (a 0700 temporary clone that another user may not search, a checkout
+    with a ./config of its own)."""
     return subprocess.run(
         [*(wrap or []), "bash", str(install_sh), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=install_sh.parent,
     )
 
 
