@@ -489,6 +489,13 @@ class Settings:
         secret=True,
     )
 
+    console_enabled: bool = setting(
+        "console.enabled",
+        True,
+        Bool(),
+        "Serve the web console (/ui/ and /api/v1/console*); off: those paths answer 404.",
+    )
+
     log_level: str = setting(
         "logging.level",
         "info",

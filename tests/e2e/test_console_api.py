@@ -187,6 +187,21 @@ def test_with_a_consumer_token_console_data_needs_it_and_files_do_not(
     assert httpx.get(server.url + "/ui/").status_code == 200
 
 
+def test_with_the_console_off_its_page_and_api_are_not_found_and_the_rest_serves(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory({"console": {"enabled": False}}).start()
+    for path in [*CONSOLE_ENDPOINTS, "/ui/", "/ui/app.js", "/ui"]:
+        r = httpx.get(server.url + path)
+        assert r.status_code == 404, path
+        assert r.headers["content-type"].startswith("application/json"), path
+    with server.client() as client:
+        api = Api(client)
+        registration = api.register()
+        assert api.push(json.loads(cloudify_log())).status_code == 200
+        assert len(api.fetch(registration)["entries"]) == 1
+
+
 def test_a_graceful_stop_answers_an_open_tail_poll_at_once(server: ServerProcess) -> None:
     statuses: list[int] = []
 

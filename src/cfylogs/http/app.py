@@ -58,6 +58,8 @@ class HttpOptions:
     ingest_token: bytes | None = field(repr=False)
     consumer_token: bytes | None = field(repr=False)
     access_log: bool
+    #: `console.enabled`: the console's page and API are routed.
+    console: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,19 @@ class Route:
         return tuple(p for p in self.template.split("/") if p)
 
 
+def console_routes(relay: Relay) -> list[Route]:
+    """The console: its API behind the consumer token, its page's files open (they hold no
+    data, and a browser cannot send a token with a navigation)."""
+    return [
+        *(
+            Route("GET", path, handler, "consumer", SMALL_BODY_BYTES)
+            for path, handler in console.api_routes(relay)
+        ),
+        Route("GET", "/ui/", console.static_file, None, SMALL_BODY_BYTES),
+        Route("GET", "/ui/{file}", console.static_file, None, SMALL_BODY_BYTES),
+    ]
+
+
 class App:
     """The API of one listener (the HTTPS one and, in SSL mode, the plain ingest one)."""
 
@@ -86,7 +101,6 @@ class App:
         #: Shared by every listener of one relay (server.py passes one).
         self.metrics = metrics or Metrics(relay)
         self.batches = BatchBodies()
-        console_api = console.api_routes(relay)
         small = SMALL_BODY_BYTES
         consumer = "consumer"
         self.routes = [
@@ -104,12 +118,9 @@ class App:
             Route("GET", "/health", self.health, None, small),
             Route("GET", "/metrics", self.prometheus, consumer, small),
             Route("GET", "/openapi.json", self.openapi, None, small),
-            # The console: its API behind the consumer token, its page's files open (they
-            # hold no data, and a browser cannot send a token with a navigation).
-            *(Route("GET", path, handler, consumer, small) for path, handler in console_api),
-            Route("GET", "/ui/", console.static_file, None, small),
-            Route("GET", "/ui/{file}", console.static_file, None, small),
         ]
+        if options.console:
+            self.routes += console_routes(relay)
         self._router = _Router(self.routes)
 
     # --- what the protocol calls

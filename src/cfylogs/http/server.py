@@ -71,6 +71,7 @@ def http_options(settings: Settings, ingest_only: bool = False) -> HttpOptions:
         ingest_token=token(settings.security_ingest_token),
         consumer_token=token(settings.security_consumer_token),
         access_log=settings.server_access_log,
+        console=settings.console_enabled,
     )
 
 
