@@ -58,6 +58,20 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) ->
         time.sleep(interval)
 
 
+def gauge(base_url: str, name: str) -> float:
+    """A metric without labels, read from `GET /metrics` (no token)."""
+    text = httpx.get(base_url + "/metrics").text
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert found is not None, f"{name} not in /metrics"
+    return float(found.group(1))
+
+
+def wait_for_gauge(base_url: str, name: str, wanted: float, timeout: float = 10.0) -> None:
+    """Poll /metrics until the gauge `name` reads `wanted` (e.g. a long poll is held open:
+    the request has reached the server and waits there)."""
+    wait_until(lambda: gauge(base_url, name) == wanted, timeout)
+
+
 class ServerProcess:
     """`python -m cfylogs serve` with a config file of its own, under `workdir`."""
 

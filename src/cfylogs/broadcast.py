@@ -17,6 +17,11 @@ class Broadcast:
         self._event = asyncio.Event()
         self._waiting = 0
 
+    @property
+    def waiting(self) -> int:
+        """Waiters holding on now (a gauge for /metrics)."""
+        return self._waiting
+
     def notify(self) -> None:
         self.generation += 1
         if self._waiting:  # else nobody holds the event: keep it (once per ingest)

@@ -87,6 +87,16 @@ class RelayCollector(Collector):
             value=float(self.relay.back_pressure),
         )
         yield GaugeMetricFamily(
+            "cfylogs_long_polls_waiting",
+            "Consumer fetches held open now (?wait=), waiting for events.",
+            value=float(self.relay.long_polls_waiting),
+        )
+        yield GaugeMetricFamily(
+            "cfylogs_console_tail_polls_waiting",
+            "Web console live-tail polls held open now, waiting for events.",
+            value=float(self.relay.tail.polls_waiting),
+        )
+        yield GaugeMetricFamily(
             "cfylogs_start_time_seconds",
             "When the relay started, in Unix time.",
             value=self.relay.started_at,

@@ -257,6 +257,11 @@ class Relay:
             self.storage.abandon_wait(registration_id)
             raise
 
+    @property
+    def long_polls_waiting(self) -> int:
+        """Consumers' fetches held open now (`?wait=`), waiting for events."""
+        return self._wakeup.waiting
+
     async def _poll(self, registration_id: str, limit: int, deadline: float) -> Batch | None:
         while True:
             generation = self._wakeup.generation

@@ -33,7 +33,7 @@ from tests.browser.conftest import (
 )
 from tests.certs import Pki, make_pki
 from tests.conftest import ServerFactory
-from tests.support import Api, ServerProcess, cloudify_log
+from tests.support import Api, ServerProcess, cloudify_log, gauge
 
 TOKEN = "browser-token-9c4e7a"
 
@@ -126,7 +126,8 @@ def test_the_tail_shows_a_pushed_event_within_2s_and_watching_consumes_nothing(
     print(f"the tail showed the event {time.monotonic() - pushed:.2f}s after the push")
     (row,) = [r for r in tail_rows(page) if marker in r]
     assert "DEBUG" in row and "dep-live" in row and "vm_7" in row
-    time.sleep(0.5)  # the page goes on polling meanwhile
+    # The page polls again after showing the event: its next poll is held open.
+    wait_for(page, lambda: gauge(relay.url, "cfylogs_console_tail_polls_waiting") >= 1)
     after = registration(api, reg)
     assert after["backlog_events"] == before["backlog_events"] + 1  # the push, nothing else
     for key in ("pending_batch_id", "pending_deliveries", "redeliveries", "dropped_events"):

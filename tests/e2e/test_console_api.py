@@ -15,7 +15,7 @@ import pytest
 
 from cfylogs.http.console import STATIC
 from tests.conftest import ServerFactory
-from tests.support import Api, ServerProcess, cloudify_log
+from tests.support import Api, ServerProcess, cloudify_log, wait_for_gauge
 
 TOKEN = "console-token-5e1b"
 CONSOLE_ENDPOINTS = ["/api/v1/console", "/api/v1/console/history", "/api/v1/console/tail"]
@@ -116,7 +116,7 @@ def test_a_long_poll_answers_when_an_event_arrives(api: Api, server: ServerProce
 
         thread = threading.Thread(target=poll)
         thread.start()
-        time.sleep(0.3)
+        wait_for_gauge(server.url, "cfylogs_console_tail_polls_waiting", 1)
         assert api.push(log("arrived")).is_success
         thread.join(10)
     assert [e["event"]["message"]["text"] for e in answer["events"]] == ["arrived"]
@@ -211,7 +211,7 @@ def test_a_graceful_stop_answers_an_open_tail_poll_at_once(server: ServerProcess
 
     thread = threading.Thread(target=poll)
     thread.start()
-    time.sleep(0.5)
+    wait_for_gauge(server.url, "cfylogs_console_tail_polls_waiting", 1)
     started = time.monotonic()
     assert server.stop(signal.SIGTERM) == 0
     assert time.monotonic() - started < 5

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServerFactory
-from tests.support import Api
+from tests.support import Api, ServerProcess, wait_for_gauge
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -109,3 +111,25 @@ def _version() -> str:
     from cfylogs import __version__
 
     return __version__
+
+
+def test_a_held_long_poll_shows_in_its_gauge_until_answered(server: ServerProcess) -> None:
+    with server.client() as client:
+        api = Api(client)
+        registration = api.register()
+        assert value(scrape(client), "cfylogs_long_polls_waiting") == 0
+        answers: list[int] = []
+
+        def poll() -> None:
+            with server.client() as poller:
+                r = poller.get(f"/api/v1/logs/{registration}", params={"wait": 20}, timeout=30)
+                answers.append(len(r.json()["entries"]))
+
+        thread = threading.Thread(target=poll)
+        thread.start()
+        wait_for_gauge(server.url, "cfylogs_long_polls_waiting", 1)
+        assert value(scrape(client), "cfylogs_console_tail_polls_waiting") == 0
+        assert api.push({"n": 1}).status_code == 200
+        thread.join(10)
+        assert answers == [1]
+        assert value(scrape(client), "cfylogs_long_polls_waiting") == 0

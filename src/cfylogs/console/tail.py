@@ -242,6 +242,11 @@ class Tail:
             self._readers -= 1
             self._last_poll = self.monotonic()
 
+    @property
+    def polls_waiting(self) -> int:
+        """Viewers' polls held open now, waiting for events."""
+        return self._news.waiting
+
     def close(self) -> None:
         """Answer every poll now and stop waiting (the relay is stopping)."""
         self._closed = True
