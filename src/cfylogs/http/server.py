@@ -11,6 +11,7 @@ the store, exit 0. A second signal stops at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -152,6 +153,12 @@ async def serve(settings: Settings) -> None:
         raise
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    # What exists now (modules, settings, the store's state at start, the routes) lives as
+    # long as the process: out of the cyclic collector's sight. Requests waiting for their
+    # fsync outlive two young collections, so under load the oldest generation fills and a
+    # full collection runs several times a second; each walked every object of the process
+    # (about 15 ms here: P1's p99 was 14 ms instead of 4) and now walks only what came since.
+    gc.freeze()
     try:
         for lst in listeners:
             log.info("listening on %s (%s)", lst.url, lst.name)
